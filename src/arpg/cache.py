@@ -1,0 +1,46 @@
+"""Preallocated key/value cache for decoding.
+
+One buffer per self (Pass 1) layer plus one *shared* buffer that every cross (Pass 2) layer reads: the
+single K/V computed after the last self block. Everything is allocated once per ``generate`` call, sized
+for the class token plus every grid cell, and filled in place; ``length`` counts the filled positions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class KVCache:
+    self_k: torch.Tensor  # [L_self, B, H, S, D]
+    self_v: torch.Tensor
+    shared_k: torch.Tensor  # [B, H, S, D]
+    shared_v: torch.Tensor
+    length: int = 0
+
+    @classmethod
+    def allocate(cls, n_self_layers: int, batch: int, n_head: int, max_len: int, head_dim: int,
+                 dtype: torch.dtype, device: torch.device | str) -> "KVCache":
+        shape = (n_self_layers, batch, n_head, max_len, head_dim)
+        return cls(
+            self_k=torch.empty(shape, dtype=dtype, device=device),
+            self_v=torch.empty(shape, dtype=dtype, device=device),
+            shared_k=torch.empty(shape[1:], dtype=dtype, device=device),
+            shared_v=torch.empty(shape[1:], dtype=dtype, device=device),
+        )
+
+    @property
+    def capacity(self) -> int:
+        return self.self_k.shape[3]
+
+    @property
+    def batch(self) -> int:
+        return self.self_k.shape[1]
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.self_k, self.self_v, self.shared_k, self.shared_v))
+
+    def reset(self) -> None:
+        self.length = 0

@@ -1,0 +1,236 @@
+"""Loading and saving weights safely.
+
+Accepted inputs for :func:`load_model`:
+
+* the released ``arpg_300m.pt`` / ``arpg_700m.pt`` / ``arpg_1b.pt`` (weights under ``state_dict``);
+* the authors' training checkpoints (``model`` / ``ema``, optionally with ``module.`` or ``_orig_mod.``
+  prefixes from DDP / ``torch.compile``);
+* ``.safetensors`` files written by :func:`save_model` (config stored in the metadata) or by anyone else;
+* this project's training checkpoints (``{"model": ..., "ema": ..., "config": {...}}``).
+
+``.pt`` files are always read with ``torch.load(weights_only=True)``: no pickled code is ever run, since
+users download these files from the internet.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from .config import ARPG_PRESETS, ARPGConfig, get_preset
+from .errors import CheckpointError
+
+STATE_KEYS = ("ema", "state_dict", "model", "module")  # order of preference when several are present
+PREFIXES = ("module.", "_orig_mod.")
+
+
+# ------------------------------------------------------------------------------------------------
+# Atomic writes
+# ------------------------------------------------------------------------------------------------
+def atomic_write(path: str | os.PathLike, write_fn) -> None:
+    """Write ``path`` via ``write_fn(tmp_path)`` into a temp file in the same folder, fsync, then rename.
+
+    A crash (even ``kill -9``) mid-write leaves the previous file intact.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write_fn(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+# ------------------------------------------------------------------------------------------------
+# Reading raw state dicts
+# ------------------------------------------------------------------------------------------------
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Return ``(state_dict, extras)`` from any accepted file; ``extras`` may hold a ``config`` dict."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint path is a directory, not a file: {path}")
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if path.suffix == ".safetensors" or _looks_like_safetensors(head):
+        return _read_safetensors(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt, truncated, foreign or code-carrying pickles all land here
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path} is not a readable checkpoint ({msg[:160]})") from None
+    return _unwrap(obj, path)
+
+
+def _looks_like_safetensors(head: bytes) -> bool:
+    if len(head) < 9:
+        return False
+    n = int.from_bytes(head[:8], "little")
+    return 0 < n < 100_000_000 and head[8:9] == b"{"
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            sd = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({str(e)[:160]})") from None
+    extras: dict[str, Any] = {}
+    for key in ("config", "arpg_config", "vq_config"):
+        if key in meta:
+            extras["config"] = json.loads(meta[key])
+            extras["config_kind"] = key
+    return sd, extras
+
+
+def _unwrap(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{path} does not hold a state dict (found {type(obj).__name__})")
+    extras: dict[str, Any] = {}
+    if isinstance(obj.get("config"), Mapping):
+        extras["config"] = dict(obj["config"])
+    sd: Any = obj
+    if not _is_state_dict(obj):
+        for key in STATE_KEYS:
+            if key in obj and isinstance(obj[key], Mapping) and _is_state_dict(obj[key]):
+                sd = obj[key]
+                break
+        else:
+            raise CheckpointError(f"{path} is not a model checkpoint: no tensors under any of "
+                                  f"{', '.join(STATE_KEYS)} (top-level keys: {', '.join(map(str, list(obj)[:8]))})")
+    return strip_prefixes(dict(sd)), extras
+
+
+def _is_state_dict(d: Mapping) -> bool:
+    return len(d) > 0 and all(isinstance(v, torch.Tensor) for v in d.values())
+
+
+def strip_prefixes(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    changed = True
+    while changed:
+        changed = False
+        for p in PREFIXES:
+            if sd and all(k.startswith(p) for k in sd):
+                sd = {k[len(p):]: v for k, v in sd.items()}
+                changed = True
+    return sd
+
+
+# ------------------------------------------------------------------------------------------------
+# ARPG models
+# ------------------------------------------------------------------------------------------------
+def infer_arpg_config(sd: Mapping[str, torch.Tensor], head_dim: int = 64, grid_size: int = 16) -> ARPGConfig:
+    """Guess the architecture from tensor shapes (the RoPE grid is not stored: ``grid_size`` is assumed)."""
+    try:
+        vocab, dim = sd["head.weight"].shape
+        n_emb = sd["embeddings.weight"].shape[0]
+        n_self = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"layers\.self_dec\.(\d+)\.", k)))
+        hidden = sd["layers.self_dec.0.ffn.w1.weight"].shape[0]
+    except (KeyError, ValueError) as e:
+        raise CheckpointError(f"cannot infer an ARPG architecture from these tensors (missing {e})") from None
+    if dim % head_dim:
+        head_dim = 32 if dim % 32 == 0 else dim
+    return ARPGConfig(dim=dim, n_layer=2 * n_self, n_head=dim // head_dim, vocab_size=vocab,
+                      num_classes=n_emb - vocab - 3, grid_size=grid_size, ffn_hidden=hidden)
+
+
+def suggest_preset(sd: Mapping[str, torch.Tensor]) -> str:
+    try:
+        cfg = infer_arpg_config(sd)
+    except CheckpointError:
+        return "none (not an ARPG state dict)"
+    for name, params in ARPG_PRESETS.items():
+        p = get_preset(name)
+        if (p.dim, p.n_layer) == (cfg.dim, cfg.n_layer):
+            return name
+    return f"none; shapes say dim={cfg.dim}, n_layer={cfg.n_layer}, vocab={cfg.vocab_size}, classes={cfg.num_classes}"
+
+
+def describe_mismatch(model_sd: Mapping[str, torch.Tensor], file_sd: Mapping[str, torch.Tensor], limit: int = 4) -> str:
+    """One line naming missing, unexpected and mis-shaped tensors (or '' when the two match)."""
+    missing = sorted(set(model_sd) - set(file_sd))
+    unexpected = sorted(set(file_sd) - set(model_sd))
+    shaped = sorted(k for k in set(model_sd) & set(file_sd) if tuple(model_sd[k].shape) != tuple(file_sd[k].shape))
+
+    def fmt(names, f=str):
+        more = f" (+{len(names) - limit} more)" if len(names) > limit else ""
+        return ", ".join(f(n) for n in names[:limit]) + more
+
+    parts = []
+    if missing:
+        parts.append(f"missing {len(missing)}: {fmt(missing)}")
+    if unexpected:
+        parts.append(f"unexpected {len(unexpected)}: {fmt(unexpected)}")
+    if shaped:
+        parts.append("mis-shaped {}: {}".format(len(shaped), fmt(
+            shaped, lambda k: f"{k} file {list(file_sd[k].shape)} vs model {list(model_sd[k].shape)}")))
+    return "; ".join(parts)
+
+
+def load_state_strict(model: torch.nn.Module, sd: Mapping[str, torch.Tensor], path: str | os.PathLike,
+                      suggest=None) -> None:
+    """``load_state_dict(strict=True)`` with a one-line :class:`CheckpointError` on any mismatch."""
+    problems = describe_mismatch(model.state_dict(), sd)
+    if problems:
+        hint = f"; the file's shapes suggest preset {suggest(sd)}" if suggest else ""
+        raise CheckpointError(f"{path} does not fit the architecture: {problems}{hint}")
+    model.load_state_dict(sd, strict=True)
+
+
+def load_model(path: str | os.PathLike, preset: str | None = None, *, device: str | torch.device = "cpu",
+               dtype: torch.dtype | None = None, **overrides: Any):
+    """Load an ARPG model from any accepted checkpoint; returns it in eval mode.
+
+    Architecture: ``preset`` (+ ``overrides``) if given, else the config stored in the file, else it is
+    inferred from tensor shapes (head_dim 64, 16x16 grid unless ``overrides`` say otherwise).
+    """
+    from .model import ARPG
+
+    sd, extras = read_checkpoint(path)
+    if preset is not None:
+        cfg = get_preset(preset, **overrides)
+    elif "config" in extras and extras.get("config_kind", "config") != "vq_config" and "dim" in extras["config"]:
+        cfg = ARPGConfig.from_dict({**extras["config"], **overrides})
+    else:
+        head_dim = overrides.pop("head_dim", 64)
+        cfg = infer_arpg_config(sd, head_dim=head_dim, grid_size=overrides.get("grid_size", 16))
+        if overrides:
+            cfg = ARPGConfig.from_dict({**cfg.to_dict(), **overrides})
+    with torch.device("meta"):
+        model = ARPG(cfg)
+    model = model.to_empty(device=device)
+    model.reset_parameters()  # fills the non-persistent RoPE table
+    load_state_strict(model, {k: v for k, v in sd.items()}, path, suggest=suggest_preset)
+    if dtype is not None:
+        model = model.to(dtype)
+    return model.eval()
+
+
+def save_model(model, path: str | os.PathLike, metadata: Mapping[str, str] | None = None) -> None:
+    """Write weights as .safetensors with the config in the metadata (atomic)."""
+    from safetensors.torch import save_file
+
+    sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    meta = {"arpg_config": model.config.to_json(), "format": "arpg"}
+    meta.update(metadata or {})
+    atomic_write(path, lambda tmp: save_file(sd, tmp, metadata=meta))

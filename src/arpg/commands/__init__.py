@@ -1,0 +1,1 @@
+"""Sub-commands of the ``arpg`` CLI; each module defines ``register(subparsers)``."""

@@ -1,0 +1,143 @@
+"""Model configurations and named presets.
+
+The three published presets (ARPG-L / XL / XXL) match the released checkpoints exactly: parameter
+names, shapes and counts. The small presets are for tests, demos and experiments on a CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ARPGError
+
+
+def swiglu_hidden(dim: int, multiple_of: int = 256) -> int:
+    """FFN width used by Llama/LlamaGen/ARPG: 2/3 of 4*dim, rounded up to a multiple of ``multiple_of``."""
+    hidden = int(2 * (4 * dim) / 3)
+    return multiple_of * ((hidden + multiple_of - 1) // multiple_of)
+
+
+@dataclass
+class ARPGConfig:
+    """Hyper-parameters of the two-pass ARPG transformer.
+
+    ``n_layer`` counts both passes: ``n_layer // 2`` self (content) blocks and as many cross (guided)
+    blocks. ``grid_size`` is the side of the token grid (16 for the published 256-token models).
+    """
+
+    dim: int = 1024
+    n_layer: int = 24
+    n_head: int = 16
+    vocab_size: int = 16384
+    num_classes: int = 1000
+    grid_size: int = 16
+    ffn_hidden: int | None = None  # None -> swiglu_hidden(dim, multiple_of)
+    multiple_of: int = 256
+    norm_eps: float = 1e-5
+    rope_base: float = 10000.0
+    class_dropout: float = 0.1  # training only: labels replaced by the null class (for CFG)
+    embed_dropout: float = 0.1
+    resid_dropout: float = 0.1
+    ffn_dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.ffn_hidden is None:
+            self.ffn_hidden = swiglu_hidden(self.dim, self.multiple_of)
+        problems = []
+        if self.n_layer < 2 or self.n_layer % 2:
+            problems.append(f"n_layer must be even and >= 2 (got {self.n_layer})")
+        if self.n_head < 1 or self.dim % self.n_head:
+            problems.append(f"dim {self.dim} is not divisible by n_head {self.n_head}")
+        elif (self.dim // self.n_head) % 4:
+            problems.append(f"head_dim {self.dim // self.n_head} must be a multiple of 4 for 2D RoPE")
+        if self.grid_size < 1:
+            problems.append(f"grid_size must be >= 1 (got {self.grid_size})")
+        if self.vocab_size < 2 or self.num_classes < 1:
+            problems.append("vocab_size must be >= 2 and num_classes >= 1")
+        if problems:
+            raise ARPGError("invalid ARPGConfig: " + "; ".join(problems))
+
+    # Derived quantities -------------------------------------------------------------------------
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_head
+
+    @property
+    def n_cells(self) -> int:
+        """Number of image tokens (grid cells)."""
+        return self.grid_size * self.grid_size
+
+    @property
+    def mask_id(self) -> int:
+        """Embedding row of the [MASK] query token."""
+        return self.vocab_size
+
+    @property
+    def class_offset(self) -> int:
+        """Embedding row of class 0; class c lives at ``class_offset + c``."""
+        return self.vocab_size + 1
+
+    @property
+    def null_class_id(self) -> int:
+        """Embedding row of the unconditional (null) class used for classifier-free guidance."""
+        return self.vocab_size + 1 + self.num_classes
+
+    @property
+    def n_embeddings(self) -> int:
+        # codes + [MASK] + classes + null class + one unused row kept so published weights load.
+        return self.vocab_size + 1 + self.num_classes + 2
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ARPGConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ARPGError(f"unknown ARPGConfig fields: {', '.join(unknown)}")
+        return cls(**d)
+
+
+_NO_DROPOUT = dict(class_dropout=0.1, embed_dropout=0.0, resid_dropout=0.0, ffn_dropout=0.0)
+
+ARPG_PRESETS: dict[str, dict[str, Any]] = {
+    # Published models (DESIGN §2). Parameter counts 319,845,376 / 718,997,760 / 1,302,449,664.
+    "ARPG-L": dict(dim=1024, n_layer=24, n_head=16),
+    "ARPG-XL": dict(dim=1280, n_layer=36, n_head=20),
+    "ARPG-XXL": dict(dim=1536, n_layer=48, n_head=24),
+    # Small models for CPU work. head_dim stays 64 except in the test-sized ones.
+    "ARPG-S": dict(dim=512, n_layer=12, n_head=8, num_classes=1000),
+    "ARPG-demo": dict(dim=256, n_layer=8, n_head=4, vocab_size=512, num_classes=10, grid_size=16,
+                      multiple_of=64, **_NO_DROPOUT),
+    "ARPG-tiny": dict(dim=64, n_layer=4, n_head=4, vocab_size=64, num_classes=10, grid_size=8,
+                      multiple_of=32, **_NO_DROPOUT),
+    "ARPG-nano": dict(dim=32, n_layer=2, n_head=2, vocab_size=16, num_classes=4, grid_size=4,
+                      multiple_of=16, **_NO_DROPOUT),
+}
+
+
+def preset_names() -> list[str]:
+    return list(ARPG_PRESETS)
+
+
+def get_preset(name: str, **overrides: Any) -> ARPGConfig:
+    """Return the named preset's config with ``overrides`` applied (any :class:`ARPGConfig` field)."""
+    key = {k.lower(): k for k in ARPG_PRESETS}.get(name.lower())
+    if key is None:
+        raise ARPGError(f"unknown preset {name!r}; choose one of: {', '.join(ARPG_PRESETS)}")
+    fields = {f.name for f in dataclasses.fields(ARPGConfig)}
+    bad = sorted(set(overrides) - fields)
+    if bad:
+        raise ARPGError(f"unknown override(s) {', '.join(bad)}; valid fields: {', '.join(sorted(fields))}")
+    params = dict(ARPG_PRESETS[key])
+    params.update(overrides)
+    if "dim" in overrides and "ffn_hidden" not in overrides:
+        params.pop("ffn_hidden", None)
+    return ARPGConfig(**params)

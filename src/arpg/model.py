@@ -1,0 +1,327 @@
+"""The two-pass ARPG transformer.
+
+Pass 1 ("self" / content decoder): ``n_layer/2`` pre-norm Llama blocks over ``[class, x_t1, x_t2, ...]``
+(tokens in generation order, each with 2D RoPE at its own cell), then one RMSNorm and ONE shared key and
+value projection. Pass 2 ("cross" / guided decoder): ``n_layer/2`` blocks over queries that all start as
+the [MASK] embedding; each block's query projection is rotated to the *target* cell, attends to the shared
+K/V, then runs its FFN. Output: RMSNorm and a linear head.
+
+Module names and shapes follow the published checkpoints exactly (see DESIGN §2), so their state dicts
+load with ``strict=True``.
+
+Training uses :meth:`ARPG.forward` (teacher forcing, causal in both passes). Decoding uses
+:meth:`ARPG.extend` (Pass 1 over new tokens, appending to a preallocated :class:`KVCache`) and
+:meth:`ARPG.query` (Pass 2 for a set of target cells) -- plain tensor functions with no per-step growth.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .cache import KVCache
+from .config import ARPGConfig, get_preset
+from .errors import ARPGError
+from .rope import apply_rope, build_rope_table, position_index
+
+ATTENTION_MODES = ("block", "causal")
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Normalise in float32 for stability under bf16 autocast.
+        xf = x.float()
+        out = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return out.to(x.dtype) * self.weight
+
+
+class FeedForward(nn.Module):
+    """SwiGLU: ``w2(silu(w1 x) * w3 x)``."""
+
+    def __init__(self, dim: int, hidden: int, dropout: float):
+        super().__init__()
+        self.w1 = nn.Linear(dim, hidden, bias=False)
+        self.w3 = nn.Linear(dim, hidden, bias=False)
+        self.w2 = nn.Linear(hidden, dim, bias=False)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.w2(F.silu(self.w1(x)) * self.w3(x)))
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, cfg: ARPGConfig):
+        super().__init__()
+        self.n_head, self.head_dim = cfg.n_head, cfg.head_dim
+        self.to_q = nn.Linear(cfg.dim, cfg.dim, bias=False)
+        self.to_k = nn.Linear(cfg.dim, cfg.dim, bias=False)
+        self.to_v = nn.Linear(cfg.dim, cfg.dim, bias=False)
+        self.proj = nn.Linear(cfg.dim, cfg.dim, bias=False)
+
+    def qkv(self, x: torch.Tensor, rope: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Projected, rotated q, k and v as [B, H, T, D]."""
+        B, T, _ = x.shape
+        q = self.to_q(x).view(B, T, self.n_head, self.head_dim)
+        k = self.to_k(x).view(B, T, self.n_head, self.head_dim)
+        v = self.to_v(x).view(B, T, self.n_head, self.head_dim)
+        q, k = apply_rope(q, rope), apply_rope(k, rope)
+        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+
+    def out(self, y: torch.Tensor) -> torch.Tensor:
+        B, H, T, D = y.shape
+        return self.proj(y.transpose(1, 2).reshape(B, T, H * D))
+
+
+class CrossAttention(nn.Module):
+    """Queries only: keys and values come from the shared Pass-1 projection."""
+
+    def __init__(self, cfg: ARPGConfig):
+        super().__init__()
+        self.n_head, self.head_dim = cfg.n_head, cfg.head_dim
+        self.to_q = nn.Linear(cfg.dim, cfg.dim, bias=False)
+        self.proj = nn.Linear(cfg.dim, cfg.dim, bias=False)
+
+    def forward(self, x: torch.Tensor, rope: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                is_causal: bool) -> torch.Tensor:
+        B, T, _ = x.shape
+        q = apply_rope(self.to_q(x).view(B, T, self.n_head, self.head_dim), rope).transpose(1, 2)
+        y = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), is_causal=is_causal)
+        return self.proj(y.transpose(1, 2).reshape(B, T, -1))
+
+
+class SelfBlock(nn.Module):
+    def __init__(self, cfg: ARPGConfig):
+        super().__init__()
+        self.attn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.attn = SelfAttention(cfg)
+        self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.ffn = FeedForward(cfg.dim, cfg.ffn_hidden, cfg.ffn_dropout)
+        self.resid_dropout = nn.Dropout(cfg.resid_dropout)
+
+    def forward(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced: causal attention over the whole sequence."""
+        q, k, v = self.attn.qkv(self.attn_norm(x), rope)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.resid_dropout(self.attn.out(y))
+        return x + self.resid_dropout(self.ffn(self.ffn_norm(x)))
+
+    def forward_cached(self, x: torch.Tensor, rope: torch.Tensor, cache_k: torch.Tensor,
+                       cache_v: torch.Tensor, start: int, mask: torch.Tensor | None) -> torch.Tensor:
+        """Append this step's keys/values at ``start`` and attend over ``[0, start + T)``."""
+        T = x.shape[1]
+        q, k, v = self.attn.qkv(self.attn_norm(x), rope)
+        cache_k[:, :, start:start + T] = k
+        cache_v[:, :, start:start + T] = v
+        keys, values = cache_k[:, :, :start + T], cache_v[:, :, :start + T]
+        y = F.scaled_dot_product_attention(q, keys.to(q.dtype), values.to(q.dtype), attn_mask=mask)
+        x = x + self.resid_dropout(self.attn.out(y))
+        return x + self.resid_dropout(self.ffn(self.ffn_norm(x)))
+
+
+class CrossBlock(nn.Module):
+    def __init__(self, cfg: ARPGConfig):
+        super().__init__()
+        self.attn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.attn = CrossAttention(cfg)
+        self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.ffn = FeedForward(cfg.dim, cfg.ffn_hidden, cfg.ffn_dropout)
+        self.resid_dropout = nn.Dropout(cfg.resid_dropout)
+
+    def forward(self, x: torch.Tensor, rope: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                is_causal: bool) -> torch.Tensor:
+        x = x + self.resid_dropout(self.attn(self.attn_norm(x), rope, k, v, is_causal))
+        return x + self.resid_dropout(self.ffn(self.ffn_norm(x)))
+
+
+class TwoPassLayers(nn.Module):
+    """Container whose attribute names give the published ``layers.*`` state-dict keys."""
+
+    def __init__(self, cfg: ARPGConfig):
+        super().__init__()
+        n = cfg.n_layer // 2
+        self.self_dec = nn.ModuleList(SelfBlock(cfg) for _ in range(n))
+        self.cross_dec = nn.ModuleList(CrossBlock(cfg) for _ in range(n))
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.to_k = nn.Linear(cfg.dim, cfg.dim, bias=False)
+        self.to_v = nn.Linear(cfg.dim, cfg.dim, bias=False)
+
+
+class ARPG(nn.Module):
+    """ARPG transformer. Build with ``ARPG(config)`` or ``ARPG.from_preset("ARPG-L", **overrides)``."""
+
+    def __init__(self, config: ARPGConfig):
+        super().__init__()
+        self.config = cfg = config
+        self.embeddings = nn.Embedding(cfg.n_embeddings, cfg.dim)
+        self.embed_dropout = nn.Dropout(cfg.embed_dropout)
+        self.layers = TwoPassLayers(cfg)
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        # Not stored in checkpoints: recomputed from the config.
+        self.register_buffer("rope", build_rope_table(cfg.grid_size, cfg.head_dim, cfg.rope_base),
+                             persistent=False)
+        self.reset_parameters()
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> "ARPG":
+        """Build a randomly initialised model from a named preset (see :data:`arpg.config.ARPG_PRESETS`)."""
+        return cls(get_preset(name, **overrides))
+
+    def reset_parameters(self) -> None:
+        """Published init: N(0, 0.02) for linears and embeddings, norms at 1, the output head zeroed."""
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, std=0.02)
+            elif isinstance(m, RMSNorm):
+                nn.init.ones_(m.weight)
+        nn.init.zeros_(self.head.weight)
+        if self.rope.device.type != "meta":
+            self.rope.copy_(build_rope_table(self.config.grid_size, self.config.head_dim, self.config.rope_base))
+
+    # ---------------------------------------------------------------------------------------------
+    # Helpers
+    # ---------------------------------------------------------------------------------------------
+    def class_ids(self, labels: torch.Tensor) -> torch.Tensor:
+        """Embedding rows for class labels; ``-1`` (or ``num_classes``) selects the null class."""
+        labels = torch.where(labels < 0, torch.full_like(labels, self.config.num_classes), labels)
+        return labels + self.config.class_offset
+
+    def check_labels(self, labels: torch.Tensor, allow_null: bool = False) -> None:
+        n = self.config.num_classes
+        lo = -1 if allow_null else 0
+        if labels.numel() and (int(labels.min()) < lo or int(labels.max()) > n - 1 + int(allow_null)):
+            raise ARPGError(f"labels must be in 0..{n - 1} (got values in {int(labels.min())}..{int(labels.max())})")
+
+    def _shared_kv(self, h: torch.Tensor, rope: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        B, T, _ = h.shape
+        cfg = self.config
+        h = self.layers.norm(h)
+        k = apply_rope(self.layers.to_k(h).view(B, T, cfg.n_head, cfg.head_dim), rope)
+        v = self.layers.to_v(h).view(B, T, cfg.n_head, cfg.head_dim)
+        return k.transpose(1, 2), v.transpose(1, 2)
+
+    def _queries(self, B: int, T: int) -> torch.Tensor:
+        mask = self.embeddings.weight[self.config.mask_id]
+        return self.embed_dropout(mask.expand(B, T, -1))
+
+    def _logits(self, h: torch.Tensor) -> torch.Tensor:
+        return self.head(self.norm(h)).float()
+
+    # ---------------------------------------------------------------------------------------------
+    # Training: teacher-forced forward
+    # ---------------------------------------------------------------------------------------------
+    def forward(self, tokens: torch.Tensor, labels: torch.Tensor, orders: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher-forced logits.
+
+        Args:
+            tokens: LongTensor [B, n] of codes in raster order (n = grid cells).
+            labels: LongTensor [B] in ``0..num_classes-1`` (``-1`` = null class, for unconditional use).
+            orders: LongTensor [B, n], one permutation of the cells per sample; drawn fresh when None.
+        Returns:
+            float32 logits [B, n, vocab] where ``logits[:, i]`` predicts cell ``orders[:, i]`` having seen
+            the class and the tokens at ``orders[:, :i]``. Causal in both passes in train and eval mode.
+            In training mode labels are dropped to the null class with probability ``class_dropout``.
+        """
+        cfg = self.config
+        B, n = tokens.shape
+        if n != cfg.n_cells:
+            raise ARPGError(f"tokens must have {cfg.n_cells} cells per sample (grid {cfg.grid_size}x{cfg.grid_size}), got {n}")
+        if orders is None:
+            orders = random_orders(B, n, device=tokens.device)
+        cls_ids = self.class_ids(labels)
+        if self.training and cfg.class_dropout > 0:
+            drop = torch.rand(B, device=tokens.device) < cfg.class_dropout
+            cls_ids = torch.where(drop, torch.full_like(cls_ids, cfg.null_class_id), cls_ids)
+
+        ordered = tokens.gather(1, orders)
+        inp = torch.cat([cls_ids[:, None], ordered[:, :-1]], dim=1)
+        inp_cells = torch.cat([torch.full_like(orders[:, :1], -1), orders[:, :-1]], dim=1)
+        rope_in = self.rope[position_index(inp_cells)]
+        rope_q = self.rope[position_index(orders)]
+
+        h = self.embed_dropout(self.embeddings(inp))
+        for blk in self.layers.self_dec:
+            h = blk(h, rope_in)
+        k, v = self._shared_kv(h, rope_in)
+        x = self._queries(B, n)
+        for blk in self.layers.cross_dec:
+            x = blk(x, rope_q, k, v, is_causal=True)
+        return self._logits(x)
+
+    def loss(self, tokens: torch.Tensor, labels: torch.Tensor, orders: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean cross-entropy over all cells, for a fresh random order per sample (or the given ``orders``)."""
+        B = tokens.shape[0]
+        if orders is None:
+            orders = random_orders(B, tokens.shape[1], device=tokens.device)
+        logits = self(tokens, labels, orders)
+        targets = tokens.gather(1, orders)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+    # ---------------------------------------------------------------------------------------------
+    # Decoding pieces
+    # ---------------------------------------------------------------------------------------------
+    def new_cache(self, batch: int, dtype: torch.dtype | None = None, device: torch.device | str | None = None,
+                  max_len: int | None = None) -> KVCache:
+        """Allocate a cache for ``batch`` rows holding the class token and up to every cell."""
+        cfg = self.config
+        p = self.embeddings.weight
+        return KVCache.allocate(cfg.n_layer // 2, batch, cfg.n_head, max_len or cfg.n_cells + 1, cfg.head_dim,
+                                dtype or p.dtype, device or p.device)
+
+    def extend(self, ids: torch.Tensor, cells: torch.Tensor, cache: KVCache, attention: str = "block") -> None:
+        """Pass 1 over new tokens, appending their keys/values to ``cache``.
+
+        Args:
+            ids: LongTensor [B, T] of embedding rows (codes, or class rows from :meth:`class_ids`).
+            cells: LongTensor [B, T] of grid cells (``-1`` for the class token).
+            attention: ``"block"`` (new tokens see each other, as the published sampler) or
+                ``"causal"`` (new token t sees only the earlier new tokens).
+        """
+        T = ids.shape[1]
+        start = cache.length
+        if start + T > cache.capacity:
+            raise ARPGError(f"KV cache overflow: {start} + {T} > capacity {cache.capacity}")
+        mask = None
+        if attention == "causal" and T > 1:
+            mask = torch.ones(T, start + T, dtype=torch.bool, device=ids.device).tril(diagonal=start)
+        elif attention not in ATTENTION_MODES:
+            raise ARPGError(f"attention must be one of {ATTENTION_MODES}, got {attention!r}")
+        rope = self.rope[position_index(cells)]
+        h = self.embeddings(ids)
+        for i, blk in enumerate(self.layers.self_dec):
+            h = blk.forward_cached(h, rope, cache.self_k[i], cache.self_v[i], start, mask)
+        k, v = self._shared_kv(h, rope)
+        cache.shared_k[:, :, start:start + T] = k
+        cache.shared_v[:, :, start:start + T] = v
+        cache.length = start + T
+
+    def query(self, cells: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Pass 2: logits [B, Q, vocab] (float32) for target ``cells`` [B, Q], given everything in ``cache``."""
+        B, Q = cells.shape
+        rope = self.rope[position_index(cells)]
+        L = cache.length
+        k, v = cache.shared_k[:, :, :L], cache.shared_v[:, :, :L]
+        x = self.embeddings.weight[self.config.mask_id].expand(B, Q, -1)
+        for blk in self.layers.cross_dec:
+            x = blk(x, rope, k, v, is_causal=False)
+        return self._logits(x)
+
+
+def random_orders(batch: int, n: int, generator: torch.Generator | None = None,
+                  device: torch.device | str | None = None) -> torch.Tensor:
+    """One uniform random permutation of ``range(n)`` per row: LongTensor [batch, n]."""
+    gen_device = generator.device if generator is not None else (device or "cpu")
+    keys = torch.rand(batch, n, generator=generator, device=gen_device)
+    return keys.argsort(dim=1).to(device or gen_device)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

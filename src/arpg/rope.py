@@ -1,0 +1,50 @@
+"""2D rotary position embeddings (LlamaGen / ARPG layout).
+
+Per head, the ``head_dim`` channels form ``head_dim/2`` rotary pairs of adjacent elements
+``(x[2k], x[2k+1])``. The first half of the pairs rotates by the cell's row, the second half by its
+column, with frequencies ``base^(-2k/(head_dim/2))``. Row 0 of the table is the class token's slot and is
+all zeros (cos = sin = 0): the published weights were trained that way, so the class token's rotated q
+and k are exactly zero and only its value carries the label.
+
+Tables are indexed by ``cell + 1`` (``0`` = class token), see :func:`position_index`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def build_rope_table(grid_size: int, head_dim: int, base: float = 10000.0) -> torch.Tensor:
+    """Return a float32 table ``[1 + grid_size**2, head_dim // 2, 2]`` of (cos, sin); row 0 is zeros."""
+    if head_dim % 4:
+        raise ValueError(f"head_dim must be a multiple of 4 for 2D RoPE, got {head_dim}")
+    half = head_dim // 2  # rotary pairs
+    quarter = half // 2  # pairs per axis
+    freqs = base ** (-torch.arange(quarter, dtype=torch.float64) * 2.0 / half)
+    idx = torch.arange(grid_size, dtype=torch.float64)
+    axis = torch.outer(idx, freqs)  # [grid, quarter]
+    rows = axis[:, None, :].expand(grid_size, grid_size, quarter)
+    cols = axis[None, :, :].expand(grid_size, grid_size, quarter)
+    angles = torch.cat([rows, cols], dim=-1).reshape(grid_size * grid_size, half)
+    table = torch.stack([angles.cos(), angles.sin()], dim=-1).float()
+    return torch.cat([torch.zeros(1, half, 2), table], dim=0)
+
+
+def position_index(cells: torch.Tensor) -> torch.Tensor:
+    """Map grid cells (``-1`` for the class token) to rows of the RoPE table."""
+    return cells + 1
+
+
+def apply_rope(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+    """Rotate ``x`` [B, T, H, D] by ``rope`` [B, T, D/2, 2] (or [T, D/2, 2]).
+
+    Computed in float32 and cast back to ``x``'s dtype, so bf16 autocast keeps accurate angles.
+    """
+    xf = x.float().reshape(*x.shape[:-1], -1, 2)
+    if rope.dim() == 3:
+        rope = rope.unsqueeze(0)
+    rope = rope.unsqueeze(2).float()  # broadcast over heads
+    cos, sin = rope[..., 0], rope[..., 1]
+    x0, x1 = xf[..., 0], xf[..., 1]
+    out = torch.stack([x0 * cos - x1 * sin, x1 * cos + x0 * sin], dim=-1)
+    return out.flatten(-2).to(x.dtype)
