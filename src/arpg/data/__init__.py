@@ -1,0 +1,1 @@
+"""Data sets: the bundled Animal-MNIST set, image folders, and extracted code shards."""
