@@ -3,6 +3,8 @@
 from .config import ARPGConfig, get_preset, preset_names
 from .errors import ARPGError, CheckpointError
 from .model import ARPG, random_orders
+from .checkpoints import load_model, save_model
+from .sampling import generate
 
 __version__ = "0.1.0"
 
@@ -14,5 +16,8 @@ __all__ = [
     "get_preset",
     "preset_names",
     "random_orders",
+    "load_model",
+    "save_model",
+    "generate",
     "__version__",
 ]

@@ -1,0 +1,190 @@
+"""The randomized parallel decoding loop.
+
+Per call: the KV cache is allocated once (class token + every cell), guidance runs as one doubled batch
+(conditional rows first, then the null class), each step pushes only the previous step's new tokens
+through Pass 1 and only this step's queries through Pass 2, and the final step's tokens never enter Pass 1.
+All step sizes are computed on the host before the loop, so on a GPU the loop issues kernels without
+reading anything back.
+
+Prefilling (zero-shot editing): cells marked in ``known_mask`` are fed to Pass 1 first, at their true
+positions, in one causal block (as in training, whatever ``attention`` says: one huge unmasked block is
+far from anything the model saw). Only the unknown cells are then decoded, and the known codes are
+returned unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import ARPGError
+from ..model import ATTENTION_MODES, ARPG
+from .guidance import CFG_SCHEDULES, apply_guidance, guidance_weight, sample_tokens
+from .orders import make_orders
+from .schedules import step_counts
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None or dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _check_args(model: ARPG, labels: torch.Tensor, temperature: float, top_k, top_p, attention: str,
+                cfg_schedule: str) -> None:
+    if labels.dim() != 1:
+        raise ARPGError(f"labels must be a 1-D sequence of class ids, got shape {list(labels.shape)}")
+    model.check_labels(labels)
+    if not temperature > 0:
+        raise ARPGError(f"temperature must be > 0, got {temperature}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ARPGError(f"top_p must be in (0, 1], got {top_p}")
+    if top_k is not None and top_k < 1:
+        raise ARPGError(f"top_k must be >= 1, got {top_k}")
+    if attention not in ATTENTION_MODES:
+        raise ARPGError(f"attention must be one of {', '.join(ATTENTION_MODES)}, got {attention!r}")
+    if cfg_schedule not in CFG_SCHEDULES:
+        raise ARPGError(f"cfg_schedule must be one of {', '.join(CFG_SCHEDULES)}, got {cfg_schedule!r}")
+
+
+@torch.inference_mode()
+def generate(
+    model: ARPG,
+    labels: torch.Tensor | Sequence[int],
+    *,
+    steps: int = 64,
+    cfg_scale: float = 1.0,
+    cfg_schedule: str = "linear",
+    step_schedule: str | Sequence[int] = "arccos",
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    order: str | Sequence[int] | torch.Tensor = "random",
+    attention: str = "block",
+    generator: torch.Generator | None = None,
+    known_codes: torch.Tensor | None = None,
+    known_mask: torch.Tensor | None = None,
+    dtype: torch.dtype | None = None,
+    batch_size: int | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Sample codes with randomized parallel decoding.
+
+    Args:
+        model: an :class:`~arpg.ARPG` (put in eval mode by this call).
+        labels: class ids [B] in ``0..num_classes-1``.
+        steps: decoding steps (ignored when ``step_schedule`` is an explicit list).
+        cfg_scale: classifier-free guidance scale ``w``; 1.0 disables guidance (no doubled batch).
+        cfg_schedule: ``"linear"`` (``w_s = 1 + (w-1) * decoded_after_s / unknown``, published) or ``"constant"``.
+        step_schedule: ``"arccos"`` (published), ``"cosine"``, ``"linear"`` or explicit per-step counts.
+        temperature, top_k, top_p: applied to the guided logits before sampling.
+        order: ``"random"`` (one permutation per sample), ``"shared-random"`` (one for the batch, as
+            published), ``"raster"``, ``"alternate"``, ``"z-curve"``, ``"spiral-in"``, ``"spiral-out"``,
+            or an explicit permutation [n] / [B, n]. With prefilled cells, unknown cells are decoded in the
+            order's sequence and known cells are fed in it too.
+        attention: ``"block"`` (tokens fed in one step see each other, as published) or ``"causal"``.
+        generator: a ``torch.Generator`` on the model's device for reproducible sampling.
+        known_codes, known_mask: prefilled cells, LongTensor / BoolTensor [B, n] (raster order).
+        dtype: autocast dtype (``torch.bfloat16`` recommended on GPU); None = the model's dtype.
+        batch_size: split larger requests into chunks of this size (progress bar when ``progress``).
+    Returns:
+        LongTensor [B, n] of codes in raster order, on the model's device.
+    """
+    cfg = model.config
+    device = model.embeddings.weight.device
+    labels = torch.as_tensor(labels, dtype=torch.long, device=device)
+    _check_args(model, labels, temperature, top_k, top_p, attention, cfg_schedule)
+    B, n = labels.shape[0], cfg.n_cells
+    if known_mask is not None or known_codes is not None:
+        if known_mask is None or known_codes is None:
+            raise ARPGError("prefilling needs both known_codes and known_mask")
+        known_mask = torch.as_tensor(known_mask, dtype=torch.bool, device=device)
+        known_codes = torch.as_tensor(known_codes, dtype=torch.long, device=device)
+        if known_mask.dim() == 1:
+            known_mask, known_codes = known_mask.expand(B, -1), known_codes.expand(B, -1)
+        if tuple(known_mask.shape) != (B, n) or tuple(known_codes.shape) != (B, n):
+            raise ARPGError(f"known_mask and known_codes must be shaped [{B}, {n}] (batch, grid cells), got "
+                            f"{list(known_mask.shape)} and {list(known_codes.shape)}")
+        sel = known_codes[known_mask]
+        if sel.numel() and (int(sel.min()) < 0 or int(sel.max()) >= cfg.vocab_size):
+            raise ARPGError(f"known codes must be in 0..{cfg.vocab_size - 1}")
+    orders = make_orders(order, B, cfg.grid_size, generator=generator, device=device)
+    model.eval()
+
+    chunk = batch_size or B
+    starts = range(0, B, chunk)
+    out = torch.empty(B, n, dtype=torch.long, device=device)
+    bar = tqdm(total=B, desc="sampling", unit="img", disable=not progress or len(starts) == 1 and not progress)
+    opts = dict(steps=steps, cfg_scale=cfg_scale, cfg_schedule=cfg_schedule, step_schedule=step_schedule,
+                temperature=temperature, top_k=top_k, top_p=top_p, attention=attention, generator=generator)
+    with _autocast(device, dtype):
+        for s in starts:
+            sl = slice(s, s + chunk)
+            if known_mask is None:
+                out[sl] = _decode(model, labels[sl], orders[sl], None, None, dtype, **opts)
+            else:
+                # Rows with different numbers of known cells cannot share a rectangular step: group them.
+                counts = known_mask[sl].sum(dim=1)
+                for k in counts.unique().tolist():
+                    rows = (counts == k).nonzero().squeeze(1) + s
+                    out[rows] = _decode(model, labels[rows], orders[rows], known_codes[rows], known_mask[rows],
+                                        dtype, **opts)
+            bar.update(min(chunk, B - s))
+    bar.close()
+    return out
+
+
+def _decode(model: ARPG, labels: torch.Tensor, orders: torch.Tensor, known_codes: torch.Tensor | None,
+            known_mask: torch.Tensor | None, dtype: torch.dtype | None, *, steps: int, cfg_scale: float,
+            cfg_schedule: str, step_schedule, temperature: float, top_k, top_p, attention: str,
+            generator: torch.Generator | None) -> torch.Tensor:
+    """Decode one rectangular group: every row has the same number of known cells."""
+    cfg = model.config
+    B, n = orders.shape
+    device = orders.device
+    codes = torch.zeros(B, n, dtype=torch.long, device=device)
+    n_known = 0 if known_mask is None else int(known_mask[0].sum())
+    if known_mask is not None:
+        codes = torch.where(known_mask, known_codes, codes)
+        # Stable sort moves each row's known cells to the front while keeping the order's sequence.
+        is_known = known_mask.gather(1, orders)
+        rank = (~is_known).long().argsort(dim=1, stable=True)
+        orders = orders.gather(1, rank)
+    unknown = n - n_known
+    if unknown == 0:
+        raise ARPGError("every cell is known: there is nothing to decode")
+    counts = step_counts(unknown, steps, step_schedule)
+
+    guided = cfg_scale != 1.0
+    rows = 2 * B if guided else B
+    cache_dtype = dtype if dtype not in (None, torch.float32) else model.embeddings.weight.dtype
+    cache = model.new_cache(rows, dtype=cache_dtype, device=device)
+
+    def doubled(x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x, x], dim=0) if guided else x
+
+    cls = model.class_ids(labels)
+    if guided:
+        cls = torch.cat([cls, torch.full_like(cls, cfg.null_class_id)])
+    model.extend(cls[:, None], torch.full((rows, 1), -1, dtype=torch.long, device=device), cache, attention)
+    if n_known:
+        cells = orders[:, :n_known]
+        model.extend(doubled(codes.gather(1, cells)), doubled(cells), cache, "causal")
+
+    pos, decoded = n_known, 0
+    for i, c in enumerate(counts):
+        cells = orders[:, pos:pos + c]
+        logits = model.query(doubled(cells), cache)
+        decoded += c
+        if guided:
+            w = guidance_weight(cfg_scale, cfg_schedule, decoded, unknown)
+            logits = apply_guidance(logits[:B], logits[B:], w)
+        tokens = sample_tokens(logits, temperature, top_k, top_p, generator)
+        codes.scatter_(1, cells, tokens)
+        if i < len(counts) - 1:  # the final step's tokens are never needed by Pass 1
+            model.extend(doubled(tokens), doubled(cells), cache, attention)
+        pos += c
+    return codes
