@@ -1,6 +1,6 @@
 """Sampling: step schedules, guidance, generation orders and the decode loop."""
 
-from .generate import generate
+from .sampler import generate
 from .guidance import filter_logits, guidance_weight, sample_tokens
 from .orders import ORDERS, fixed_order, make_orders
 from .schedules import SCHEDULES, step_counts

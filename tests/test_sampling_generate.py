@@ -1,0 +1,136 @@
+import pytest
+import torch
+
+import arpg.sampling.sampler as gen_mod
+from arpg import ARPGError, generate
+from arpg.sampling.guidance import filter_logits
+from arpg.sampling.orders import make_orders
+from arpg.sampling.reference import reference_generate
+
+
+def _gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def _record_logits(monkeypatch):
+    seen = []
+    original = gen_mod.sample_tokens
+
+    def recording(logits, *a, **k):
+        seen.append(logits.clone())
+        return original(logits, *a, **k)
+
+    monkeypatch.setattr(gen_mod, "sample_tokens", recording)
+    return seen
+
+
+def test_causal_one_token_per_step_equals_teacher_forcing(tiny_model, monkeypatch):
+    seen = _record_logits(monkeypatch)
+    labels = torch.tensor([3, 7])
+    orders = make_orders("random", 2, 8, generator=_gen(1))
+    codes = generate(tiny_model, labels, steps=64, order=orders, attention="causal", generator=_gen(2))
+    got = torch.cat(seen, dim=1)  # [B, 64, V] in decoding order
+    ref = tiny_model(codes, labels, orders)
+    assert (got - ref).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize("cfg_scale,steps", [(1.0, 8), (4.0, 12)])
+def test_block_mode_matches_concat_cache_reference(tiny_model, cfg_scale, steps):
+    labels = torch.tensor([0, 5, 9])
+    order = torch.randperm(64, generator=_gen(3))
+    kw = dict(steps=steps, cfg_scale=cfg_scale, cfg_schedule="linear", step_schedule="arccos", temperature=1.0)
+    ours = generate(tiny_model, labels, order=order, attention="block", generator=_gen(4), **kw)
+    ref = reference_generate(tiny_model, labels, order, generator=_gen(4), **kw)
+    assert torch.equal(ours, ref)
+
+
+def test_reproducible_and_seed_sensitive(tiny_model):
+    labels = torch.tensor([1, 2, 3, 4])
+    a = generate(tiny_model, labels, steps=8, cfg_scale=2.0, generator=_gen(10))
+    b = generate(tiny_model, labels, steps=8, cfg_scale=2.0, generator=_gen(10))
+    c = generate(tiny_model, labels, steps=8, cfg_scale=2.0, generator=_gen(11))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.shape == (4, 64) and a.dtype == torch.long and 0 <= int(a.min()) and int(a.max()) < 64
+
+
+def test_random_order_is_per_sample(tiny_model):
+    labels = torch.tensor([2, 2, 2])
+    a = generate(tiny_model, labels, steps=4, generator=_gen(5))
+    orders = make_orders("random", 3, 8, generator=_gen(5))
+    assert len({tuple(r.tolist()) for r in orders}) == 3
+    g = _gen(5)
+    make_orders("random", 3, 8, generator=g)  # consume the same draws as generate does
+    b = generate(tiny_model, labels, steps=4, order=orders, generator=g)
+    assert torch.equal(a, b)
+
+
+def test_top_p_keeps_smallest_set_reaching_p():
+    probs = torch.tensor([[0.5, 0.2, 0.15, 0.1, 0.05], [0.05, 0.1, 0.6, 0.25, 0.0]])
+    logits = probs.clamp_min(1e-12).log()
+    kept = filter_logits(logits, top_p=0.8).isfinite()
+    assert kept[0].tolist() == [True, True, True, False, False]  # 0.5 + 0.2 = 0.7 < 0.8, + 0.15 reaches it
+    assert kept[1].tolist() == [False, False, True, True, False]  # 0.6 + 0.25 >= 0.8
+    assert filter_logits(logits, top_p=0.5).isfinite()[0].tolist() == [True, False, False, False, False]
+    assert filter_logits(logits, top_k=2).isfinite().sum(dim=1).tolist() == [2, 2]
+
+
+def test_prefilled_cells_unchanged_and_only_unknown_decoded(tiny_model, monkeypatch):
+    calls = []
+    original = tiny_model.query
+    monkeypatch.setattr(tiny_model, "query", lambda cells, cache: calls.append(cells.clone()) or original(cells, cache))
+    B, k = 3, 5
+    known_codes = torch.randint(0, 64, (B, 64))
+    mask = torch.ones(B, 64, dtype=torch.bool)
+    for row in range(B):
+        mask[row, torch.randperm(64)[:k]] = False
+    out = generate(tiny_model, torch.tensor([1, 2, 3]), steps=3, known_codes=known_codes, known_mask=mask,
+                   cfg_scale=3.0, generator=_gen(6))
+    assert torch.equal(out[mask], known_codes[mask])
+    queried = torch.cat(calls, dim=1)[:B]  # conditional half
+    assert queried.shape[1] == k
+    for row in range(B):
+        assert sorted(queried[row].tolist()) == sorted((~mask[row]).nonzero().squeeze(1).tolist())
+
+
+def test_prefill_groups_rows_with_different_known_counts(tiny_model):
+    known_codes = torch.randint(0, 64, (2, 64))
+    mask = torch.zeros(2, 64, dtype=torch.bool)
+    mask[0, :32] = True
+    mask[1, :10] = True
+    out = generate(tiny_model, torch.tensor([4, 5]), steps=4, known_codes=known_codes, known_mask=mask,
+                   generator=_gen(7))
+    assert torch.equal(out[mask], known_codes[mask])
+
+
+def test_batch_split_matches_shapes(tiny_model):
+    out = generate(tiny_model, torch.arange(10) % 10, steps=4, batch_size=4, generator=_gen(8))
+    assert out.shape == (10, 64)
+
+
+def test_bf16_autocast_runs(tiny_model):
+    out = generate(tiny_model, torch.tensor([1, 2]), steps=4, cfg_scale=2.0, dtype=torch.bfloat16, generator=_gen(9))
+    assert out.shape == (2, 64)
+
+
+@pytest.mark.parametrize("kwargs,msg", [
+    (dict(labels=[10]), "labels must be in 0..9"),
+    (dict(labels=[-1]), "labels must be in 0..9"),
+    (dict(steps=0), "steps must be"),
+    (dict(steps=65), "steps must be an integer in 1..64"),
+    (dict(temperature=0.0), "temperature must be > 0"),
+    (dict(top_p=1.5), r"top_p must be in \(0, 1\]"),
+    (dict(top_p=0.0), r"top_p must be in \(0, 1\]"),
+    (dict(order=[0] * 64), "permutation"),
+    (dict(attention="sparse"), "attention must be"),
+    (dict(known_codes=torch.zeros(1, 10, dtype=torch.long), known_mask=torch.zeros(1, 10, dtype=torch.bool)),
+     "must be shaped"),
+    (dict(known_codes=torch.zeros(1, 64, dtype=torch.long), known_mask=torch.ones(1, 64, dtype=torch.bool)),
+     "nothing to decode"),
+])
+def test_bad_input_one_line_errors(tiny_model, kwargs, msg):
+    args = dict(labels=[1], steps=4)
+    args.update(kwargs)
+    labels = args.pop("labels")
+    with pytest.raises(ARPGError, match=msg) as e:
+        generate(tiny_model, labels, **args)
+    assert "\n" not in str(e.value)
