@@ -1,0 +1,56 @@
+"""The shipped demo weights (a small tokenizer and ARPG trained on the bundled Animal-MNIST set).
+
+Files live in ``arpg/weights/`` inside the package: ``demo_vq.safetensors``, ``demo_arpg.safetensors`` and
+``demo_card.json`` (the model card: configs, data split, commands, wall time, losses, quality figures,
+and the sampling recipe the demo uses).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ARPGError
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+@dataclass(frozen=True)
+class DemoPaths:
+    tokenizer: Path
+    model: Path
+    card: Path
+
+    def exist(self) -> bool:
+        return self.tokenizer.exists() and self.model.exists()
+
+
+def demo_paths(check: bool = True) -> DemoPaths:
+    paths = DemoPaths(WEIGHTS_DIR / "demo_vq.safetensors", WEIGHTS_DIR / "demo_arpg.safetensors",
+                      WEIGHTS_DIR / "demo_card.json")
+    if check and not paths.exist():
+        raise ARPGError(f"the shipped demo weights are missing from {WEIGHTS_DIR}; pass --model/--tokenizer "
+                        "or rebuild them with `arpg demo --retrain`")
+    return paths
+
+
+def demo_card() -> dict[str, Any]:
+    p = demo_paths(check=False).card
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
+# Sampling defaults when the user gives none: the published recipes for the published shapes, the demo
+# card's recipe for the demo model, and plain settings otherwise.
+_PUBLISHED_CFG = {(1024, 24): 5.0, (1280, 36): 6.0, (1536, 48): 7.5}
+
+
+def recipe_for(model) -> dict[str, Any]:
+    cfg = model.config
+    if (cfg.dim, cfg.n_layer) in _PUBLISHED_CFG and cfg.n_cells == 256:
+        return dict(steps=64, cfg_scale=_PUBLISHED_CFG[(cfg.dim, cfg.n_layer)])
+    card = demo_card()
+    if card.get("arpg_config") == cfg.to_dict() and "recipe" in card:
+        return dict(card["recipe"])
+    return dict(steps=min(32, cfg.n_cells), cfg_scale=1.0)
