@@ -89,3 +89,19 @@ def load_split(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     images, labels = load_all()
     idx = split_indices(split)
     return images[idx], labels[idx]
+
+
+DEMO_IMAGE_SIZE = 32
+
+
+def padded(images: np.ndarray, size: int = DEMO_IMAGE_SIZE) -> np.ndarray:
+    """Pad 28x28 silhouettes with background (0) to ``size x size`` and add a channel axis: uint8 [N, s, s, 1].
+
+    Padding (not resizing) keeps the pixels exact; 32 = 28 + 2 + 2 is a multiple of the demo tokenizer's 4x.
+    """
+    if size < 28:
+        raise ARPGError(f"image size must be >= 28 for Animal-MNIST, got {size}")
+    lo = (size - 28) // 2
+    out = np.zeros((len(images), size, size, 1), dtype=np.uint8)
+    out[:, lo:lo + 28, lo:lo + 28, 0] = images
+    return out
