@@ -1,0 +1,28 @@
+"""``arpg demo``: the embedded default -- generation and editing with the shipped weights."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="run the demo on the shipped weights (or rebuild them with --retrain)")
+    p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
+    p.add_argument("--samples-per-class", type=int, default=8)
+    p.add_argument("--steps", type=int, default=None, help="decoding steps (default: the model card's recipe)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--retrain", action="store_true",
+                   help="reproduce the shipped weights end to end (train-vq, extract-codes, train), then run")
+    p.add_argument("--work-dir", default="runs/demo", help="--retrain: where checkpoints and codes go")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..demo import run_demo
+
+    if args.retrain:
+        from ..demo_train import retrain
+
+        retrain(args.work_dir)
+    run_demo(args.out, samples_per_class=args.samples_per_class, steps=args.steps, seed=args.seed)
+    return 0
