@@ -5,6 +5,7 @@ from .errors import ARPGError, CheckpointError
 from .model import ARPG, random_orders
 from .checkpoints import load_model, save_model
 from .sampling import generate
+from .tokenizer import VQConfig, VQTokenizer, load_tokenizer
 
 __version__ = "0.1.0"
 
@@ -19,5 +20,8 @@ __all__ = [
     "load_model",
     "save_model",
     "generate",
+    "VQConfig",
+    "VQTokenizer",
+    "load_tokenizer",
     "__version__",
 ]
