@@ -1,0 +1,93 @@
+"""One pinned sampling recipe per published checkpoint, selectable by name.
+
+An FID is only comparable with the paper's when every sampling knob matches; these recipes fix them all
+(DESIGN §3: arccos step schedule, linear guidance, temperature 1, no top-k / top-p, 64 steps, guidance
+5.0 / 6.0 / 7.5 for L / XL / XXL) together with the seed and the label layout (50 images per class,
+class-major). ``to_dict()`` is what gets written beside samples and into every results file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import ARPGError
+
+LABEL_LAYOUT = "class-major: labels = arange(num_classes).repeat_interleave(per_class)"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that decides which images a checkpoint produces for evaluation."""
+
+    name: str
+    preset: str                  # architecture preset of the checkpoint this recipe belongs to
+    steps: int = 64
+    step_schedule: str = "arccos"
+    cfg_schedule: str = "linear"
+    cfg_scale: float = 1.0
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    order: str = "random"        # one independent random order per sample
+    attention: str = "block"     # tokens fed in one step see each other (the published sampler)
+    seed: int = 0
+    num_classes: int = 1000
+    per_class: int = 50
+    label_layout: str = LABEL_LAYOUT
+    image_size: int = 256
+    provisional: bool = False    # True while the values are placeholders, not tuned or published
+    source: str = ""
+
+    @property
+    def num_samples(self) -> int:
+        return self.num_classes * self.per_class
+
+    def labels(self) -> np.ndarray:
+        """The class label of every sample index, int64 ``[num_samples]`` (class-major)."""
+        return np.repeat(np.arange(self.num_classes, dtype=np.int64), self.per_class)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["num_samples"] = self.num_samples
+        return d
+
+    def replace(self, **changes: Any) -> "Recipe":
+        """A copy with some fields changed (the name gets a ``+custom`` suffix so it is never mistaken)."""
+        fields = {f.name for f in dataclasses.fields(self)}
+        bad = sorted(set(changes) - fields)
+        if bad:
+            raise ARPGError(f"unknown recipe field(s) {', '.join(bad)}; valid: {', '.join(sorted(fields))}")
+        if changes and "name" not in changes and not self.name.endswith("+custom"):
+            changes["name"] = f"{self.name}+custom"
+        return dataclasses.replace(self, **changes)
+
+
+_PAPER = "arXiv 2503.10568 (ARPG), 64-step ImageNet-256 results; DESIGN §3"
+
+RECIPES: dict[str, Recipe] = {
+    r.name: r for r in [
+        Recipe("ARPG-L", preset="ARPG-L", cfg_scale=5.0, source=_PAPER),
+        Recipe("ARPG-XL", preset="ARPG-XL", cfg_scale=6.0, source=_PAPER),
+        Recipe("ARPG-XXL", preset="ARPG-XXL", cfg_scale=7.5, source=_PAPER),
+        # Provisional: placeholder values for the bundled demo model until a sweep over steps / guidance
+        # picks them; expect these numbers to change.
+        Recipe("demo", preset="ARPG-demo", steps=32, cfg_scale=2.0, num_classes=10, per_class=100,
+               image_size=64, provisional=True, source="placeholder for the bundled demo model (VQ-demo: 64 px)"),
+    ]
+}
+
+
+def recipe_names() -> list[str]:
+    return list(RECIPES)
+
+
+def get_recipe(name: str) -> Recipe:
+    """The pinned recipe called ``name`` (case-insensitive)."""
+    key = {k.lower(): k for k in RECIPES}.get(str(name).lower())
+    if key is None:
+        raise ARPGError(f"unknown recipe {name!r}; choose one of: {', '.join(RECIPES)}")
+    return RECIPES[key]

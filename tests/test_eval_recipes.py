@@ -1,0 +1,44 @@
+"""Pinned sampling recipes."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from arpg.errors import ARPGError
+from arpg.eval.recipes import get_recipe, recipe_names
+
+
+def test_published_recipes_match_the_paper_settings():
+    assert recipe_names() == ["ARPG-L", "ARPG-XL", "ARPG-XXL", "demo"]
+    for name, cfg in [("ARPG-L", 5.0), ("ARPG-XL", 6.0), ("ARPG-XXL", 7.5)]:
+        r = get_recipe(name)
+        assert (r.steps, r.step_schedule, r.cfg_schedule, r.cfg_scale) == (64, "arccos", "linear", cfg)
+        assert (r.temperature, r.top_k, r.top_p, r.order, r.attention, r.seed) == (1.0, None, None, "random",
+                                                                                  "block", 0)
+        assert r.num_samples == 50000 and r.preset == name and not r.provisional
+    assert get_recipe("demo").provisional and get_recipe("demo").num_samples == 1000
+
+
+def test_labels_are_class_major_and_dict_is_json():
+    r = get_recipe("arpg-xl")  # case-insensitive
+    labels = r.labels()
+    assert labels.shape == (50000,) and labels.dtype == np.int64
+    np.testing.assert_array_equal(labels[:50], 0)
+    np.testing.assert_array_equal(labels[-50:], 999)
+    np.testing.assert_array_equal(np.bincount(labels), np.full(1000, 50))
+    d = json.loads(json.dumps(r.to_dict()))
+    assert d["name"] == "ARPG-XL" and d["cfg_scale"] == 6.0 and d["num_samples"] == 50000 and d["top_k"] is None
+
+
+def test_recipes_are_frozen_and_unknown_names_list_choices():
+    r = get_recipe("ARPG-L")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.cfg_scale = 1.0
+    custom = r.replace(cfg_scale=4.5)
+    assert custom.name == "ARPG-L+custom" and custom.cfg_scale == 4.5 and get_recipe("ARPG-L").cfg_scale == 5.0
+    with pytest.raises(ARPGError, match="ARPG-L, ARPG-XL, ARPG-XXL, demo"):
+        get_recipe("ARPG-XXXL")
+    with pytest.raises(ARPGError, match="unknown recipe field"):
+        r.replace(guidance=3)
