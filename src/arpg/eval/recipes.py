@@ -76,7 +76,7 @@ RECIPES: dict[str, Recipe] = {
         # Provisional: placeholder values for the bundled demo model until a sweep over steps / guidance
         # picks them; expect these numbers to change.
         Recipe("demo", preset="ARPG-demo", steps=32, cfg_scale=2.0, num_classes=10, per_class=100,
-               image_size=64, provisional=True, source="placeholder for the bundled demo model (VQ-demo: 64 px)"),
+               image_size=32, provisional=True, source="placeholder for the bundled demo model (8x8 codes, 32 px)"),
     ]
 }
 
