@@ -1,0 +1,296 @@
+"""Code extraction: images -> crops -> VQ codes, written as a code folder (see :mod:`arpg.data.codes`).
+
+The image list (a class-folder tree, or the bundled Animal-MNIST split) is cut into chunks of
+``shard_size`` images; chunk ``c`` becomes shard ``c`` and is the unit of work and of resumption:
+
+* under torchrun, rank ``r`` of ``W`` extracts the chunks ``c`` with ``c % W == r`` (disjoint slices);
+* a chunk is finished when its ``chunk-XXXXX.json`` exists (written last, atomically, after its two
+  ``.npy`` files), so an interrupted run restarted with the same command skips finished chunks;
+* an image that cannot be read or cropped is skipped, counted, listed in ``skipped.txt`` and reported
+  at the end -- never fatal;
+* when every chunk is done, rank 0 writes ``index.json`` (what :class:`~arpg.data.codes.CodeDataset` reads).
+
+The settings of the extraction (source, image size, crops, tokenizer) are kept in ``extract.json``;
+restarting into the same folder with different settings is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from ..checkpoints import atomic_write
+from ..errors import ARPGError
+from .codes import CodeIndex, code_dtype, save_npy, shard_names
+from .crops import CROP_MODES, make_crops, to_model_input
+
+BUNDLED = "animal-mnist"
+SETTINGS_NAME = "extract.json"
+SKIPPED_NAME = "skipped.txt"
+
+
+@dataclass
+class ExtractConfig:
+    """Settings of one extraction (``arpg extract-codes --help`` documents each)."""
+
+    data: str  # a class-folder root, or "animal-mnist"
+    out: str
+    tokenizer: str
+    image_size: int | None = None  # default: 256 for folders, 32 (the demo size) for animal-mnist
+    crops: str = "ten"  # ten | flip | single
+    batch_size: int = 32  # images per encoder batch (each contributes its crops)
+    shard_size: int = 20_000  # images per shard / resumable chunk
+    split: str = "train"  # animal-mnist split
+    workers: int = 4  # image-decoding worker processes (folders only)
+    device: str = "auto"
+    progress: bool = True
+
+
+@dataclass
+class ExtractSummary:
+    num_samples: int
+    skipped: int
+    shards: int
+    chunks_done_before: int
+    index: CodeIndex | None
+
+
+# ------------------------------------------------------------------------------------------------
+# Image sources
+# ------------------------------------------------------------------------------------------------
+class ImageSource(torch.utils.data.Dataset):
+    """Item ``i`` -> ``(crops float [K, C, S, S] or None, label, i, reason)``; failures never raise."""
+
+    def __init__(self, names: list[str], labels: list[int], load: Callable[[int], Image.Image], size: int,
+                 crops: str, channels: int):
+        self.names, self.labels, self.load = names, labels, load
+        self.size, self.crops, self.channels = size, crops, channels
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, i: int):
+        try:
+            x = to_model_input(make_crops(self.load(i), self.size, self.crops), self.channels)
+            return x, self.labels[i], i, ""
+        except Exception as e:  # unreadable / truncated / degenerate images are skipped, not fatal
+            return None, self.labels[i], i, f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
+
+
+def open_source(cfg: ExtractConfig, channels: int) -> tuple[ImageSource, list[str], str]:
+    """The image source for ``cfg.data``, its class names and a description for the index."""
+    if cfg.data == BUNDLED:
+        from . import animal_mnist as am
+
+        images, labels = am.load_split(cfg.split)
+        size = cfg.image_size or am.DEMO_IMAGE_SIZE
+        pixels = am.padded(images, am.DEMO_IMAGE_SIZE)[..., 0]  # the demo's exact 32x32 framing
+        names = [f"{cfg.split}/{i}" for i in range(len(labels))]
+        src = ImageSource(names, [int(y) for y in labels], _ReadArray(pixels), size, cfg.crops, channels)
+        return src, list(am.CLASS_NAMES), f"{BUNDLED}:{cfg.split}"
+    from .folder import scan_image_folder
+
+    samples, classes = scan_image_folder(cfg.data)
+    paths = [p for p, _ in samples]
+    src = ImageSource(paths, [y for _, y in samples], _ReadFile(paths), cfg.image_size or 256, cfg.crops, channels)
+    return src, classes, str(Path(cfg.data).resolve())
+
+
+class _ReadFile:
+    """Picklable loader for DataLoader workers: item -> RGB image from a file."""
+
+    def __init__(self, paths: list[str]):
+        self.paths = paths
+
+    def __call__(self, i: int) -> Image.Image:
+        from .folder import read_rgb
+
+        return read_rgb(self.paths[i])
+
+
+class _ReadArray:
+    """Picklable loader: item -> grayscale image from a uint8 array [N, H, W]."""
+
+    def __init__(self, pixels: np.ndarray):
+        self.pixels = pixels
+
+    def __call__(self, i: int) -> Image.Image:
+        return Image.fromarray(self.pixels[i], "L")
+
+
+def _collate(batch):
+    return batch  # keep failures (None) for the caller to count
+
+
+# ------------------------------------------------------------------------------------------------
+# Chunks
+# ------------------------------------------------------------------------------------------------
+def chunk_json(out: Path, c: int) -> Path:
+    return out / f"chunk-{c:05d}.json"
+
+
+def chunk_done(out: Path, c: int) -> bool:
+    cname, lname = shard_names(c)
+    return chunk_json(out, c).exists() and (out / cname).exists() and (out / lname).exists()
+
+
+def _encode_chunk(tok, src: ImageSource, items: range, cfg: ExtractConfig, device: torch.device, n_cells: int,
+                  vocab: int, bar: tqdm) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
+    K = CROP_MODES[cfg.crops]
+    codes = np.empty((len(items), K, n_cells), dtype=code_dtype(vocab))
+    labels = np.empty(len(items), dtype=np.int64)
+    skipped: list[tuple[str, str]] = []
+    sub = torch.utils.data.Subset(src, list(items))
+    workers = 0 if cfg.data == BUNDLED else cfg.workers  # in-memory pixels need no workers
+    loader = torch.utils.data.DataLoader(sub, batch_size=cfg.batch_size, num_workers=workers,
+                                         collate_fn=_collate, shuffle=False)
+    n = 0
+    for batch in loader:
+        good = [b for b in batch if b[0] is not None]
+        skipped += [(src.names[b[2]], b[3]) for b in batch if b[0] is None]
+        if good:
+            x = torch.stack([b[0] for b in good]).flatten(0, 1).to(device)
+            with torch.inference_mode():
+                c = tok.encode(x).reshape(len(good), K, -1).cpu().numpy()
+            if c.shape[-1] != n_cells:
+                raise ARPGError(f"the tokenizer gave {c.shape[-1]} codes per crop, expected {n_cells}")
+            codes[n:n + len(good)] = c
+            labels[n:n + len(good)] = [b[1] for b in good]
+            n += len(good)
+        bar.update(len(batch))
+    return codes[:n], labels[:n], skipped
+
+
+def _settings(cfg: ExtractConfig, tok, source: str, num_items: int, size: int) -> dict[str, Any]:
+    return {"source": source, "num_items": num_items, "image_size": size, "crop_mode": cfg.crops,
+            "num_crops": CROP_MODES[cfg.crops], "shard_size": cfg.shard_size,
+            "tokenizer": {"path": str(Path(cfg.tokenizer).resolve()), "config": tok.config.to_dict()}}
+
+
+def _check_settings(out: Path, now: dict[str, Any]) -> None:
+    path = out / SETTINGS_NAME
+    if not path.exists():
+        return
+    old = json.loads(path.read_text())
+    diffs = [f"{k} {old.get(k)!r} (before) vs {now.get(k)!r} (now)" for k in sorted(set(old) | set(now))
+             if k != "tokenizer" and old.get(k) != now.get(k)]
+    if old.get("tokenizer", {}).get("config") != now["tokenizer"]["config"]:
+        diffs.append("the tokenizer's config differs")
+    if diffs:
+        raise ARPGError(f"{out} holds codes extracted with other settings ({'; '.join(diffs)}); "
+                        "use a new --out folder")
+
+
+def chunks_for_rank(n_chunks: int, rank: int, world_size: int) -> list[int]:
+    """The chunks rank ``rank`` extracts: every ``world_size``-th, starting at ``rank`` (disjoint, complete)."""
+    return list(range(rank, n_chunks, world_size))
+
+
+def extract_codes(cfg: ExtractConfig, tokenizer=None, dist_info=None) -> ExtractSummary:
+    """Run (or resume) an extraction; joins torchrun's process group when launched by it.
+
+    ``tokenizer`` may be given directly (any object with ``encode``, ``config.in_channels``,
+    ``config.to_dict()``, ``downsample`` and ``codebook_size``); otherwise it is loaded from ``cfg.tokenizer``.
+    ``dist_info`` (a :class:`~arpg.train.distributed.DistInfo`) overrides the rank / world size taken from
+    torchrun's environment; the caller then owns the process group.
+    """
+    from ..train.distributed import barrier, init_distributed, shutdown
+
+    if cfg.crops not in CROP_MODES:
+        raise ARPGError(f"unknown crop mode {cfg.crops!r}; choose one of {', '.join(CROP_MODES)}")
+    if cfg.batch_size < 1 or cfg.shard_size < 1:
+        raise ARPGError("--batch-size and --shard-size must be >= 1")
+    own_group = dist_info is None
+    info = init_distributed(cfg.device) if own_group else dist_info
+    try:
+        tok = tokenizer
+        if tok is None:
+            from ..tokenizer import load_tokenizer
+
+            tok = load_tokenizer(cfg.tokenizer, device=info.device)
+        channels = int(tok.config.in_channels)
+        src, classes, source = open_source(cfg, channels)
+        size = src.size
+        f = int(tok.downsample)
+        if size % f:
+            raise ARPGError(f"--image-size {size} is not a multiple of the tokenizer's downsampling factor {f}")
+        grid, vocab = size // f, int(tok.codebook_size)
+        out = Path(cfg.out)
+        settings = _settings(cfg, tok, source, len(src), size)
+        _check_settings(out, settings)
+        barrier(info)
+        if info.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            if not (out / SETTINGS_NAME).exists():
+                text = json.dumps(settings, indent=1)
+                atomic_write(out / SETTINGS_NAME, lambda tmp: Path(tmp).write_text(text))
+        barrier(info)
+
+        n_chunks = max(1, math.ceil(len(src) / cfg.shard_size))
+        mine = chunks_for_rank(n_chunks, info.rank, info.world_size)
+        todo = [c for c in mine if not chunk_done(out, c)]
+
+        def span(c: int) -> range:
+            return range(c * cfg.shard_size, min(len(src), (c + 1) * cfg.shard_size))
+
+        total = sum(len(span(c)) for c in mine)
+        desc = "extract" if info.world_size == 1 else f"extract (rank 0 of {info.world_size})"
+        bar = tqdm(total=total, initial=total - sum(len(span(c)) for c in todo), desc=desc, unit="img",
+                   dynamic_ncols=True, disable=not (info.is_main and cfg.progress))
+        if hasattr(tok, "eval"):
+            tok.eval()
+        for c in todo:
+            codes, labels, skipped = _encode_chunk(tok, src, span(c), cfg, info.device, grid * grid, vocab, bar)
+            cname, lname = shard_names(c)
+            save_npy(out / cname, codes)
+            save_npy(out / lname, labels)
+            meta = json.dumps({"chunk": c, "count": int(len(labels)), "items": len(span(c)), "skipped": skipped})
+            atomic_write(chunk_json(out, c), lambda tmp: Path(tmp).write_text(meta))
+        bar.close()
+        barrier(info)
+        index = None
+        if info.is_main:
+            index = _write_index(out, n_chunks, settings, grid, vocab, classes)
+        barrier(info)
+        done_before = len(mine) - len(todo)
+        if index is None:
+            return ExtractSummary(0, 0, 0, done_before, None)
+        return ExtractSummary(index.num_samples, index.skipped, len(index.shards), done_before, index)
+    finally:
+        if own_group:
+            shutdown(info)
+
+
+def _write_index(out: Path, n_chunks: int, settings: dict[str, Any], grid: int, vocab: int,
+                 classes: list[str]) -> CodeIndex:
+    missing = [c for c in range(n_chunks) if not chunk_done(out, c)]
+    if missing:
+        raise ARPGError(f"{len(missing)} chunk(s) of {out} are unfinished (first: {missing[0]}); run the same "
+                        "command again to complete them")
+    shards, skipped, total = [], [], 0
+    for c in range(n_chunks):
+        meta = json.loads(chunk_json(out, c).read_text())
+        skipped += meta["skipped"]
+        if meta["count"]:
+            cname, lname = shard_names(c)
+            shards.append({"codes": cname, "labels": lname, "count": meta["count"]})
+            total += meta["count"]
+    text = "".join(f"{name}\t{why}\n" for name, why in skipped)
+    atomic_write(out / SKIPPED_NAME, lambda tmp: Path(tmp).write_text(text))
+    index = CodeIndex(num_samples=total, grid_size=grid, vocab_size=vocab, num_crops=settings["num_crops"],
+                      class_names=classes, shards=shards, crop_mode=settings["crop_mode"],
+                      image_size=settings["image_size"], source=settings["source"],
+                      tokenizer=settings["tokenizer"]["path"], skipped=len(skipped))
+    if total == 0:
+        raise ARPGError(f"no image of {settings['source']} could be read ({len(skipped)} skipped; see "
+                        f"{out / SKIPPED_NAME})")
+    index.write(out)
+    return index
