@@ -18,7 +18,7 @@ import torch
 
 from .checkpoints import load_model
 from .data.animal_mnist import CLASS_NAMES, load_split, padded
-from .demo_assets import demo_card, demo_paths
+from .demo_assets import demo_card, demo_paths, recipe_for
 from .editing.images import edit_image, expand_image, inpaint_image, outpaint_image
 from .sampling import generate
 from .tokenizer import load_tokenizer, to_uint8
@@ -61,7 +61,7 @@ def run_demo(out: str | Path, *, samples_per_class: int = 8, steps: int | None =
     model = load_model(model_path or paths.model)
     tok = load_tokenizer(tokenizer_path or paths.tokenizer)
     card = demo_card()
-    recipe = dict(card.get("recipe", {"steps": 16, "cfg_scale": 2.0}))
+    recipe = {k: v for k, v in recipe_for(model).items() if k in ("steps", "cfg_scale", "temperature")}
     if steps is not None:
         recipe["steps"] = steps
     f = tok.downsample

@@ -41,16 +41,14 @@ def demo_card() -> dict[str, Any]:
     return json.loads(p.read_text()) if p.exists() else {}
 
 
-# Sampling defaults when the user gives none: the published recipes for the published shapes, the demo
-# card's recipe for the demo model, and plain settings otherwise.
-_PUBLISHED_CFG = {(1024, 24): 5.0, (1280, 36): 6.0, (1536, 48): 7.5}
-
-
 def recipe_for(model) -> dict[str, Any]:
-    cfg = model.config
-    if (cfg.dim, cfg.n_layer) in _PUBLISHED_CFG and cfg.n_cells == 256:
-        return dict(steps=64, cfg_scale=_PUBLISHED_CFG[(cfg.dim, cfg.n_layer)])
-    card = demo_card()
-    if card.get("arpg_config") == cfg.to_dict() and "recipe" in card:
-        return dict(card["recipe"])
-    return dict(steps=min(32, cfg.n_cells), cfg_scale=1.0)
+    """Sampling defaults when the user gives none: the pinned recipe for the model's shape (published
+    checkpoints and the demo model, see :mod:`arpg.eval.recipes`), else 32 steps without guidance."""
+    from .eval.recipes import get_recipe, recipe_name_for
+
+    name = recipe_name_for(model.config)
+    if name is None:
+        return dict(steps=min(32, model.config.n_cells), cfg_scale=1.0)
+    r = get_recipe(name)
+    return dict(steps=r.steps, cfg_scale=r.cfg_scale, cfg_schedule=r.cfg_schedule, step_schedule=r.step_schedule,
+                temperature=r.temperature, top_k=r.top_k, top_p=r.top_p)

@@ -91,3 +91,14 @@ def get_recipe(name: str) -> Recipe:
     if key is None:
         raise ARPGError(f"unknown recipe {name!r}; choose one of: {', '.join(RECIPES)}")
     return RECIPES[key]
+
+
+def recipe_name_for(config) -> str | None:
+    """The pinned recipe whose preset has this model's shape (None when no recipe fits)."""
+    from ..config import get_preset
+
+    for r in RECIPES.values():
+        p = get_preset(r.preset)
+        if (p.dim, p.n_layer, p.n_cells, p.vocab_size) == (config.dim, config.n_layer, config.n_cells, config.vocab_size):
+            return r.name
+    return None
