@@ -39,7 +39,7 @@ from ..vq.perceptual import load_perceptual
 BUNDLED = "animal-mnist"
 CKPT_FORMAT = "arpg-train-vq"
 # Fields that may differ when resuming; everything else must match the checkpoint's run.
-RESUMABLE_CHANGES = {"steps", "log_every", "eval_every", "ckpt_every", "keep", "out"}
+RESUMABLE_CHANGES = {"steps", "log_every", "eval_every", "eval_images", "ckpt_every", "keep", "out"}
 
 
 @dataclass
@@ -71,7 +71,7 @@ class TrainVQConfig:
     disc_lr: float | None = None  # None: lr
     disc_layers: int | None = None  # None: 2 for images up to 32 px, else 3
     disc_width: int = 64
-    reseed_every: int = 200  # 0 = never re-seed dead codes
+    reseed_every: int = 100  # 0 = never re-seed dead codes (nor in the last reseed_every steps)
     hflip: bool = False
     seed: int = 0
     log_every: int = 20
@@ -167,8 +167,13 @@ class ImageSet:
 def _bundled(split: str, size: int, channels: int) -> ImageSet:
     from ..data.animal_mnist import load_split
 
+    from ..data.animal_mnist import padded
+
     images, _ = load_split(split)
-    x = torch.from_numpy(images).unsqueeze(1)
+    if size >= images.shape[-1]:  # pad (exact pixels), the framing extract-codes and the demo use
+        x = torch.from_numpy(padded(images, size)).permute(0, 3, 1, 2)
+    else:
+        x = torch.from_numpy(images).unsqueeze(1)
     if size != x.shape[-1]:
         x = F.interpolate(x.float(), size=(size, size), mode="bicubic", antialias=True, align_corners=False)
         x = x.round().clamp(0, 255).to(torch.uint8)
@@ -357,7 +362,8 @@ class VQTrainer:
         self.window_counts += counts
         self.log_counts += counts
         metrics.update(loss=loss.item(), psnr=psnr(recon.detach(), x).mean().item(), lr=lr)
-        if cfg.reseed_every and (step + 1) % cfg.reseed_every == 0:
+        # Re-seed only while the new codes still get ``reseed_every`` steps of training before the end.
+        if cfg.reseed_every and (step + 1) % cfg.reseed_every == 0 and step + 1 + cfg.reseed_every <= cfg.steps:
             metrics["reseeded"] = float(self._reseed_dead_codes(out.latent.detach(), step))
         return metrics
 
