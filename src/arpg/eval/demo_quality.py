@@ -1,0 +1,160 @@
+"""Quality of the bundled demo model, measured with the shipped Animal-MNIST classifier.
+
+* generation: class accuracy of 1000 generated images (100 per class) and the Frechet distance between
+  their classifier features and the 1000 held-out images', beside the floor (1000 train images vs the
+  held-out images), for several step counts, raster order and causal attention;
+* editing: (i) class accuracy after inpainting the centre half of held-out images vs on the originals,
+  (ii) how often a class edit (top half regenerated under label + 5 mod 10) makes the classifier predict
+  the new label, (iii) outpainting seams: mean absolute pixel difference between neighbouring pixel
+  columns that straddle a window border vs those inside a window.
+
+Run: ``python -m arpg.eval.demo_quality [--out results.json] [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data.animal_mnist import load_split, padded
+from ..demo_assets import WEIGHTS_DIR, demo_paths
+from .classifier import load_classifier, predict
+from .fid import feature_stats, frechet_distance
+
+CLASSIFIER = WEIGHTS_DIR / "demo_classifier.safetensors"
+
+
+def _fd(a: np.ndarray, b: np.ndarray) -> float:
+    return float(frechet_distance(*feature_stats(a), *feature_stats(b)))
+
+
+def generation_table(model, tok, clf, settings: list[dict[str, Any]], per_class: int = 100, seed: int = 0,
+                     log=print) -> list[dict[str, Any]]:
+    from ..sampling import generate
+    from ..tokenizer import to_uint8
+
+    held, held_y = load_split("heldout")
+    _, held_f = predict(clf, padded(held))
+    labels = torch.arange(10).repeat_interleave(per_class)
+    g = model.config.grid_size
+    rows = []
+    for s in settings:
+        gen = torch.Generator().manual_seed(seed)
+        t = time.perf_counter()
+        codes = generate(model, labels, generator=gen, batch_size=250, **s)
+        seconds = time.perf_counter() - t
+        with torch.no_grad():
+            images = to_uint8(tok.decode(codes, grid=(g, g), batch_size=250))
+        pred, feats = predict(clf, images)
+        row = dict(setting=s, accuracy=float((pred == labels.numpy()).mean()), frechet=_fd(feats, held_f),
+                   seconds=round(seconds, 2), img_per_s=round(len(labels) / seconds, 1))
+        rows.append(row)
+        log(json.dumps(row))
+    return rows
+
+
+def editing_figures(model, tok, clf, recipe: dict[str, Any], n: int = 200, seed: int = 0) -> dict[str, Any]:
+    from ..editing.images import edit_image, inpaint_image, outpaint_image
+
+    held, held_y = load_split("heldout")
+    idx = np.linspace(0, len(held) - 1, n).astype(int)
+    src = padded(held[idx])
+    size = src.shape[1]
+    gen = torch.Generator().manual_seed(seed)
+    inpainted, edited, new_labels, seams = [], [], [], []
+    t = {"inpaint": 0.0, "edit": 0.0, "outpaint": 0.0}
+    for img, y in zip(src, held_y[idx]):
+        y = int(y)
+        s = time.perf_counter()
+        r = inpaint_image(model, tok, img, box=(size // 4, size // 4, 3 * size // 4, 3 * size // 4), label=y,
+                          generator=gen, **recipe)
+        t["inpaint"] += time.perf_counter() - s
+        inpainted.append(r["images"][0])
+        new = (y + 5) % 10
+        s = time.perf_counter()
+        r = edit_image(model, tok, img, box=(0, 0, size, size // 2), new_label=new, generator=gen, **recipe)
+        t["edit"] += time.perf_counter() - s
+        edited.append(r["images"][0])
+        new_labels.append(new)
+    # Outpainting seams on fewer images (each canvas decodes several windows).
+    f = tok.downsample
+    g = model.config.grid_size
+    border, inside = [], []
+    for img, y in list(zip(src, held_y[idx]))[: max(1, n // 4)]:
+        s = time.perf_counter()
+        r = outpaint_image(model, tok, img, canvas=(size, 2 * size), offset=(0, 0), label=int(y), generator=gen,
+                           **recipe)
+        t["outpaint"] += time.perf_counter() - s
+        canvas = r["images"][0].astype(np.float64)[..., 0]
+        diffs = np.abs(np.diff(canvas, axis=1))  # diffs[:, x] is between columns x and x+1
+        # Window left edges in pixels (cells * f); a border sits between column e-1 and e.
+        edges = sorted({c * f for (_, c, _) in r["windows"] if c > 0} | {(c + g) * f for (_, c, _) in r["windows"]
+                                                                           if (c + g) * f < canvas.shape[1]})
+        edge_cols = {e - 1 for e in edges}
+        for x in range(diffs.shape[1]):
+            (border if x in edge_cols else inside).append(diffs[:, x].mean())
+    pred_orig, _ = predict(clf, src)
+    pred_inp, _ = predict(clf, np.stack(inpainted))
+    pred_edit, _ = predict(clf, np.stack(edited))
+    m = len(src)
+    return dict(
+        n_images=m,
+        accuracy_originals=float((pred_orig == held_y[idx]).mean()),
+        accuracy_inpainted_centre=float((pred_inp == held_y[idx]).mean()),
+        class_edit_success=float((pred_edit == np.array(new_labels)).mean()),
+        outpaint_seam_mad=float(np.mean(border)), outpaint_inside_mad=float(np.mean(inside)),
+        seconds_per_edit={k: round(v / (m if k != "outpaint" else max(1, n // 4)), 3) for k, v in t.items()},
+    )
+
+
+def floor(clf) -> float:
+    held, _ = load_split("heldout")
+    train, _ = load_split("train")
+    pick = np.random.default_rng(0).choice(len(train), 1000, replace=False)
+    return _fd(predict(clf, padded(train[pick]))[1], predict(clf, padded(held))[1])
+
+
+def main() -> None:  # pragma: no cover - long-running measurement
+    from ..checkpoints import load_model
+    from ..demo_assets import recipe_for
+    from ..tokenizer import load_tokenizer
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=None)
+    p.add_argument("--tokenizer", default=None)
+    p.add_argument("--out", default="demo_quality.json")
+    p.add_argument("--quick", action="store_true", help="fewer settings and images")
+    p.add_argument("--cfg-scale", type=float, default=None)
+    args = p.parse_args()
+    torch.set_grad_enabled(False)
+    paths = demo_paths(check=args.model is None)
+    model = load_model(args.model or paths.model)
+    tok = load_tokenizer(args.tokenizer or paths.tokenizer)
+    clf = load_classifier(CLASSIFIER)
+    recipe = {k: v for k, v in recipe_for(model).items() if k in ("steps", "cfg_scale")}
+    if args.cfg_scale is not None:
+        recipe["cfg_scale"] = args.cfg_scale
+    held, held_y = load_split("heldout")
+    res: dict[str, Any] = dict(classifier_heldout_accuracy=float((predict(clf, padded(held))[0] == held_y).mean()),
+                               frechet_floor_train_vs_heldout=floor(clf), recipe=recipe)
+    n = model.config.n_cells
+    cfg = recipe["cfg_scale"]
+    settings = [dict(steps=s, cfg_scale=cfg) for s in ((8, 32) if args.quick else (8, 16, 32, 64))]
+    if not args.quick:
+        settings += [dict(step_schedule=[1] * n, order="raster", cfg_scale=cfg),
+                     dict(steps=8, cfg_scale=cfg, attention="causal"),
+                     dict(steps=32, cfg_scale=cfg, attention="causal")]
+    res["generation"] = generation_table(model, tok, clf, settings, per_class=20 if args.quick else 100)
+    res["editing"] = editing_figures(model, tok, clf, recipe, n=40 if args.quick else 200)
+    Path(args.out).write_text(json.dumps(res, indent=2))
+    print(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
