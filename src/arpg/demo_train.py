@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .demo_assets import demo_paths
 
-VQ_STEPS = 1500
+VQ_STEPS = 600
 ARPG_STEPS = 2500
 
 
@@ -21,7 +21,7 @@ def retrain_commands(work: str) -> list[list[str]]:
     w = Path(work)
     return [
         ["train-vq", "--data", "animal-mnist", "--out", str(w / "vq"), "--preset", "VQ-demo", "--image-size", "32",
-         "--channels", "1", "--steps", str(VQ_STEPS), "--batch-size", "32", "--eval-every", "500", "--resume", "auto"],
+         "--channels", "1", "--steps", str(VQ_STEPS), "--batch-size", "32", "--eval-every", "300", "--resume", "auto"],
         ["extract-codes", "--data", "animal-mnist", "--tokenizer", str(w / "vq" / "tokenizer.safetensors"),
          "--out", str(w / "codes"), "--ten-crop"],
         ["train", "--codes", str(w / "codes"), "--out", str(w / "arpg"), "--preset", "ARPG-demo",
