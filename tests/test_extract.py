@@ -172,3 +172,20 @@ def test_two_ranks_split_the_work_and_match_one_process(folder, tmp_path):
         a, la = two.get(np.arange(9), np.full(9, k))
         b, lb = one.get(np.arange(9), np.full(9, k))
         assert torch.equal(a, b) and torch.equal(la, lb)
+
+
+def test_cli_reports_and_errors_in_one_line(folder, tmp_path, capsys):
+    from arpg.cli import main
+    from arpg.tokenizer import VQTokenizer, save_tokenizer
+
+    base = ["extract-codes", "--image-size", "16", "--workers", "0", "--device", "cpu", "--no-progress"]
+    assert main([*base, "--data", str(folder), "--tokenizer", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nope.pt" in err[0]
+    assert main([*base, "--data", str(tmp_path / "missing"), "--tokenizer", "x", "--out", str(tmp_path / "o")]) == 2
+    torch.manual_seed(0)
+    save_tokenizer(VQTokenizer.from_preset("VQ-tiny"), tmp_path / "vq.safetensors")
+    assert main([*base, "--data", str(folder), "--tokenizer", str(tmp_path / "vq.safetensors"), "--single-crop",
+                 "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    assert "9 images x 1 crops" in out and "skipped 2 unreadable image(s)" in out

@@ -183,3 +183,23 @@ def test_sample_grid_with_tokenizer_does_not_disturb_training(codes, tmp_path):
     assert grid.shape == (32, 32, 3)
     codes4 = np.load(tmp_path / "sampled" / "samples" / "step-00000002.npy")
     assert codes4.shape == (4, 16) and codes4.min() >= 0 and codes4.max() < 16
+
+
+def test_gradient_accumulation_matches_the_full_batch(codes, tmp_path):
+    one = train(_cfg(codes, tmp_path / "one", steps=4, save_every=100))
+    acc = train(_cfg(codes, tmp_path / "acc", steps=4, save_every=100, grad_accum=4))
+    for s in one.losses:
+        assert acc.losses[s] == pytest.approx(one.losses[s], rel=1e-5)
+    # --epochs: 1.5 passes over 48 samples at batch 8 = 9 steps
+    assert Trainer(_cfg(codes, tmp_path / "ep", steps=None, epochs=1.5)).total_steps == 9
+
+
+def test_tensorboard_is_optional(codes, tmp_path):
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        with pytest.raises(ARPGError, match=r"pip install 'arpg\[tensorboard\]'"):
+            train(_cfg(codes, tmp_path / "tb", steps=1, tensorboard=True))
+    else:
+        train(_cfg(codes, tmp_path / "tb", steps=2, tensorboard=True))
+        assert any((tmp_path / "tb" / "tensorboard").iterdir())

@@ -34,7 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--flip", dest="crops", action="store_const", const="flip", help="centre crop + mirror")
     g.add_argument("--single-crop", dest="crops", action="store_const", const="single", help="centre crop only")
     p.set_defaults(crops="ten")
-    p.add_argument("--batch-size", type=int, default=32, help="images per tokenizer batch (default 32)")
+    p.add_argument("--batch-size", type=int, default=32, help="images read per batch, and crops per tokenizer call "
+                   "(default 32)")
     p.add_argument("--shard-size", type=int, default=20_000, help="images per shard / resumable chunk")
     p.add_argument("--split", default="train", help="animal-mnist split: train (default), heldout, all")
     p.add_argument("--workers", type=int, default=4, help="image-decoding worker processes (default 4)")

@@ -46,7 +46,7 @@ class ExtractConfig:
     tokenizer: str
     image_size: int | None = None  # default: 256 for folders, 32 (the demo size) for animal-mnist
     crops: str = "ten"  # ten | flip | single
-    batch_size: int = 32  # images per encoder batch (each contributes its crops)
+    batch_size: int = 32  # images read per batch, and crops per encoder call
     shard_size: int = 20_000  # images per shard / resumable chunk
     split: str = "train"  # animal-mnist split
     workers: int = 4  # image-decoding worker processes (folders only)
@@ -157,9 +157,10 @@ def _encode_chunk(tok, src: ImageSource, items: range, cfg: ExtractConfig, devic
         good = [b for b in batch if b[0] is not None]
         skipped += [(src.names[b[2]], b[3]) for b in batch if b[0] is None]
         if good:
-            x = torch.stack([b[0] for b in good]).flatten(0, 1).to(device)
-            with torch.inference_mode():
-                c = tok.encode(x).reshape(len(good), K, -1).cpu().numpy()
+            x = torch.stack([b[0] for b in good]).flatten(0, 1)
+            with torch.inference_mode():  # at most batch_size crops per encoder call (bounded memory)
+                parts = [tok.encode(part.to(device)).cpu() for part in x.split(cfg.batch_size)]
+            c = torch.cat(parts).reshape(len(good), K, -1).numpy()
             if c.shape[-1] != n_cells:
                 raise ARPGError(f"the tokenizer gave {c.shape[-1]} codes per crop, expected {n_cells}")
             codes[n:n + len(good)] = c

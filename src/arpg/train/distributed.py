@@ -124,7 +124,8 @@ def wrap_model(model: nn.Module, info: DistInfo, fsdp: bool = False) -> nn.Modul
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     ids = [info.device.index] if info.device.type == "cuda" else None
-    return DDP(model, device_ids=ids)
+    # The only buffer is the constant RoPE table: no need to re-broadcast it every step.
+    return DDP(model, device_ids=ids, broadcast_buffers=False)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -40,7 +40,7 @@ from ..model import ARPG
 from ..rope import build_rope_table
 from . import checkpointing as ckpt
 from .distributed import (DistInfo, all_gather_objects, all_reduce_mean, barrier, init_distributed, shutdown,
-                          unwrap, wrap_model)
+                          wrap_model)
 from .metrics import MetricsLog
 from .optim import EMA, WarmupCosine, build_optimizer, scaled_lr, set_lr, warmup_steps
 from .stream import SampleStream
@@ -202,7 +202,9 @@ class Trainer:
         self.model = model
         self.wrapped = wrap_model(model, d, cfg.fsdp)
         self.model.train()
-        self.optimizer = build_optimizer(self.model, self.base_lr, cfg.betas, cfg.weight_decay)
+        # Fused AdamW on plain CUDA tensors; the default (foreach) kernels for FSDP's sharded DTensors.
+        fused = d.device.type == "cuda" and not (cfg.fsdp and d.distributed)
+        self.optimizer = build_optimizer(self.model, self.base_lr, cfg.betas, cfg.weight_decay, fused=fused)
         self.ema = EMA(self.model, cfg.ema) if cfg.ema > 0 else None
         self.step = 0
         self.last_checkpoint: Path | None = None
@@ -218,7 +220,6 @@ class Trainer:
             ckpt.remove_stale_temp_files(self.out)
         self.log = MetricsLog(self.out, cfg.tensorboard, resume_step=self.step if resume_path else None) \
             if d.is_main else None
-        self._sampler_model: ARPG | None = None
         self._tokenizer = None
         barrier(d)
 
@@ -341,15 +342,13 @@ class Trainer:
     # -- sampling and export ----------------------------------------------------------------------
     def _plain_model(self, sd: dict, device: torch.device) -> ARPG:
         """A non-distributed model with the real config holding ``sd`` (for sampling and export)."""
-        if self._sampler_model is None or next(self._sampler_model.parameters()).device != device:
-            c = self.model_cfg
-            with torch.device("meta"):  # no random init: every weight is overwritten below
-                model = ARPG(c)
-            model = model.to_empty(device=device)
-            model.rope.copy_(build_rope_table(c.grid_size, c.head_dim, c.rope_base))
-            self._sampler_model = model
-        load_state_strict(self._sampler_model, sd, "training state")
-        return self._sampler_model.eval()
+        c = self.model_cfg
+        with torch.device("meta"):  # no random init: every weight is overwritten below
+            model = ARPG(c)
+        model = model.to_empty(device=device)
+        model.rope.copy_(build_rope_table(c.grid_size, c.head_dim, c.rope_base))
+        load_state_strict(model, sd, "training state")
+        return model.eval()
 
     def sample_grid(self) -> Path | None:
         """Generate ``sample_count`` samples (EMA weights if any) and save codes (+ an image grid)."""
@@ -372,6 +371,7 @@ class Trainer:
             codes = generate(model, labels, steps=min(self.cfg.sample_steps, cfg.n_cells),
                              cfg_scale=self.cfg.sample_cfg, generator=gen,
                              dtype=self.amp_dtype if self.amp_dtype != torch.float32 else None)
+            del model  # a full copy of the weights: do not keep it on the training device
         stem = folder / f"step-{self.step:08d}"
         np.save(f"{stem}.npy", codes.cpu().numpy())
         if self.cfg.tokenizer:
