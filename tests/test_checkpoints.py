@@ -1,3 +1,4 @@
+import argparse
 import pickle
 
 import pytest
@@ -34,7 +35,7 @@ def test_round_trip_pt_layouts(tmp_path, layout):
     sd = m.state_dict()
     obj = {
         "state_dict": {"state_dict": sd},
-        "model": {"model": sd, "optimizer": {}, "steps": 10, "args": {"lr": 1e-4}},
+        "model": {"model": sd, "optimizer": {}, "steps": 10, "args": argparse.Namespace(lr=1e-4, model="ARPG-L")},
         "ema": {"model": {k: torch.randn_like(v) for k, v in sd.items()}, "ema": sd},
         "module": {"module": sd},
         "bare": sd,

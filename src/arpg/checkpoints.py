@@ -14,6 +14,7 @@ users download these files from the internet.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -75,7 +76,10 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     if path.suffix == ".safetensors" or _looks_like_safetensors(head):
         return _read_safetensors(path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        # Training scripts store their argparse arguments beside the weights; a Namespace holds only plain
+        # data, so allowing it keeps the weights_only guarantee (no code runs).
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt, truncated, foreign or code-carrying pickles all land here
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path} is not a readable checkpoint ({msg[:160]})") from None

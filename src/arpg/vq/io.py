@@ -7,7 +7,6 @@ files written by :func:`save_tokenizer` (config under the metadata key ``vq_conf
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 from typing import Any, Mapping
@@ -81,10 +80,7 @@ def load_tokenizer(path: str | os.PathLike, preset: str | None = None, *, device
     Architecture: ``preset`` (+ ``overrides``) if given, else the config stored in the file, else it is
     inferred from tensor shapes. Loading is strict: every tensor must match.
     """
-    # LlamaGen-style training checkpoints may carry argparse args; a Namespace holds only plain data, so
-    # allowing it keeps weights_only safety.
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        sd, extras = read_checkpoint(path)
+    sd, extras = read_checkpoint(path)  # allows argparse.Namespace beside the weights (LlamaGen checkpoints)
     missing = [k for k in _REQUIRED if k not in sd]
     if missing:
         kind = "an ARPG transformer" if "head.weight" in sd and "embeddings.weight" in sd else "not a VQ tokenizer"
