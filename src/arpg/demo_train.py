@@ -47,3 +47,48 @@ def retrain(work_dir: str, install: bool = False, log=print) -> dict[str, float]
         shutil.copyfile(Path(work_dir) / "vq" / "tokenizer.safetensors", paths.tokenizer)
         shutil.copyfile(Path(work_dir) / "arpg" / "final.safetensors", paths.model)
     return times
+
+
+def _last_json_line(path: Path) -> dict:
+    import json
+
+    lines = [l for l in Path(path).read_text().splitlines() if l.strip().startswith("{")]
+    return json.loads(lines[-1]) if lines else {}
+
+
+def build_card(work_dir: str, wall_times: dict[str, float], quality: dict | None = None) -> dict:
+    """The model card for weights trained by :func:`retrain` in ``work_dir``."""
+    import json
+
+    from .checkpoints import read_checkpoint
+    from .data.animal_mnist import HELDOUT_PER_CLASS, SPLIT_SEED, TRAIN_PER_CLASS
+
+    w = Path(work_dir)
+    _, vq_extras = read_checkpoint(w / "vq" / "tokenizer.safetensors")
+    _, arpg_extras = read_checkpoint(w / "arpg" / "final.safetensors")
+    vq_log = _last_json_line(w / "vq" / "log.jsonl")
+    arpg_log = _last_json_line(w / "arpg" / "log.jsonl")
+    card = {
+        "summary": {"data": "Animal-MNIST (animal-mnist 0.4), 32x32 padded grayscale", "grid": "8x8 codes",
+                    "arpg_params": None, "final_arpg_loss": arpg_log.get("loss")},
+        "data_split": {"train_per_class": TRAIN_PER_CLASS, "heldout_per_class": HELDOUT_PER_CLASS,
+                       "rule": f"per class, numpy.random.default_rng({SPLIT_SEED}).permutation; first "
+                               f"{TRAIN_PER_CLASS} train, rest held-out"},
+        "vq_config": vq_extras.get("config"),
+        "arpg_config": arpg_extras.get("config"),
+        "commands": ["arpg " + " ".join(c) for c in retrain_commands("WORK")],
+        "steps": {"train-vq": VQ_STEPS, "train": ARPG_STEPS},
+        "wall_time_s": {k: round(v, 1) for k, v in wall_times.items()},
+        "final_tokenizer_log": vq_log,
+        "final_arpg_log": arpg_log,
+        "machine": "2 CPU cores (AMD EPYC), no GPU, torch CPU build",
+    }
+    from .model import ARPG, count_parameters
+    from .config import ARPGConfig
+
+    if card["arpg_config"]:
+        card["summary"]["arpg_params"] = count_parameters(ARPG(ARPGConfig.from_dict(card["arpg_config"])))
+    if quality:
+        card["quality"] = quality
+    json.dumps(card)  # fail early on anything unserialisable
+    return card
