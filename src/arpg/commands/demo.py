@@ -13,16 +13,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--retrain", action="store_true",
                    help="reproduce the shipped weights end to end (train-vq, extract-codes, train), then run")
-    p.add_argument("--work-dir", default="runs/demo", help="--retrain: where checkpoints and codes go")
+    p.add_argument("--work-dir", default="runs/demo", help="--retrain: where checkpoints and codes go (resumable)")
+    p.add_argument("--install", action="store_true", help="--retrain: copy the new weights over the shipped ones")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..demo import run_demo
 
+    from pathlib import Path
+
+    model = tokenizer = None
     if args.retrain:
         from ..demo_train import retrain
 
-        retrain(args.work_dir)
-    run_demo(args.out, samples_per_class=args.samples_per_class, steps=args.steps, seed=args.seed)
+        times = retrain(args.work_dir, install=args.install)
+        print("[retrain] wall time: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in times.items()))
+        model = str(Path(args.work_dir) / "arpg" / "final.safetensors")
+        tokenizer = str(Path(args.work_dir) / "vq" / "tokenizer.safetensors")
+    run_demo(args.out, samples_per_class=args.samples_per_class, steps=args.steps, seed=args.seed,
+             model_path=model, tokenizer_path=tokenizer)
     return 0
