@@ -3,10 +3,12 @@ import torch
 
 
 @pytest.fixture(autouse=True)
-def _seed_and_threads():
-    # Fresh but reproducible randomness per test; tests on 2 cores are faster single-threaded per process.
-    torch.manual_seed(torch.initial_seed() % (2**31))
+def _one_thread():
+    # Test tensors are small: one thread avoids oversubscription on a shared 2-core machine.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
     yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture
@@ -18,3 +20,26 @@ def tiny_model():
     # The published init zeroes the head; give it weights so logits carry information in tests.
     torch.nn.init.normal_(model.head.weight, std=0.5)
     return model.eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory):
+    """Files of a random VQ-tiny (1 channel, 16 px -> 4x4 codes) and a matching ARPG-tiny, plus an image and mask."""
+    import numpy as np
+    from PIL import Image
+
+    from arpg import ARPG, save_model
+    from arpg.tokenizer import VQTokenizer, save_tokenizer
+
+    d = tmp_path_factory.mktemp("tiny_weights")
+    torch.manual_seed(0)
+    tok = VQTokenizer.from_preset("VQ-tiny", in_channels=1)
+    model = ARPG.from_preset("ARPG-tiny", vocab_size=tok.codebook_size, grid_size=4)
+    torch.nn.init.normal_(model.head.weight, std=0.5)
+    save_tokenizer(tok, d / "vq.safetensors")
+    save_model(model, d / "arpg.safetensors")
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 16), dtype=np.uint8)).save(d / "img.png")
+    mask = np.zeros((16, 16), dtype=np.uint8)
+    mask[4:12, 4:12] = 255
+    Image.fromarray(mask).save(d / "mask.png")
+    return d

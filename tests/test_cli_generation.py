@@ -4,29 +4,13 @@ import json
 
 import numpy as np
 import pytest
-import torch
-from PIL import Image
 
-from arpg import ARPG, save_model
 from arpg.cli import main
-from arpg.tokenizer import VQTokenizer, save_tokenizer
 
 
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    d = tmp_path_factory.mktemp("w")
-    torch.manual_seed(0)
-    tok = VQTokenizer.from_preset("VQ-tiny", in_channels=1)
-    model = ARPG.from_preset("ARPG-tiny", vocab_size=tok.codebook_size, grid_size=4)
-    torch.nn.init.normal_(model.head.weight, std=0.5)
-    save_tokenizer(tok, d / "vq.safetensors")
-    save_model(model, d / "arpg.safetensors")
-    img = np.random.default_rng(0).integers(0, 256, (16, 16), dtype=np.uint8)
-    Image.fromarray(img).save(d / "img.png")
-    mask = np.zeros((16, 16), dtype=np.uint8)
-    mask[4:12, 4:12] = 255
-    Image.fromarray(mask).save(d / "mask.png")
-    return d
+@pytest.fixture
+def weights(tiny_weights):
+    return tiny_weights
 
 
 def _common(w):

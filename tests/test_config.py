@@ -30,7 +30,7 @@ def test_published_presets_match_release(name):
         assert sd[f"layers.self_dec.{n - 1}.attn.{key}.weight"].shape == (dim, dim)
     assert f"layers.self_dec.{n}.attn.to_q.weight" not in sd
     assert sd[f"layers.cross_dec.{n - 1}.attn.to_q.weight"].shape == (dim, dim)
-    assert f"layers.cross_dec.0.attn.to_k.weight" not in sd
+    assert "layers.cross_dec.0.attn.to_k.weight" not in sd
     assert sd["layers.self_dec.0.ffn.w1.weight"].shape == (hidden, dim)
     assert sd["layers.cross_dec.0.ffn.w2.weight"].shape == (dim, hidden)
     for key in ("layers.norm.weight", "norm.weight", "layers.self_dec.0.attn_norm.weight",

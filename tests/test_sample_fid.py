@@ -5,10 +5,7 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
-from arpg import ARPG, save_model
-from arpg.tokenizer import VQTokenizer, save_tokenizer
 
 
 def _free_port() -> int:
@@ -17,16 +14,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    d = tmp_path_factory.mktemp("w")
-    torch.manual_seed(0)
-    tok = VQTokenizer.from_preset("VQ-tiny", in_channels=1)
-    model = ARPG.from_preset("ARPG-tiny", vocab_size=tok.codebook_size, grid_size=4)
-    torch.nn.init.normal_(model.head.weight, std=0.5)
-    save_tokenizer(tok, d / "vq.safetensors")
-    save_model(model, d / "arpg.safetensors")
-    return d
+@pytest.fixture
+def weights(tiny_weights):
+    return tiny_weights
 
 
 def _run(weights, out, nproc):

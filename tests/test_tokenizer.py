@@ -11,14 +11,6 @@ from arpg.tokenizer import (VQConfig, VQTokenizer, from_uint8, get_vq_preset, in
 from arpg.vq.perceptual import load_perceptual, perceptual_from_state_dict
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Small convolutions; one thread avoids oversubscription on a shared 2-core machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _images(b, c, h, w, seed=0):
     g = torch.Generator().manual_seed(seed)

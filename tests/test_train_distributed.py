@@ -21,13 +21,6 @@ ARGS = dict(preset="ARPG-nano", batch_size=8, steps=6, lr=0.05, min_lr=1e-3, war
             log_every=1, seed=5, ema=0.9)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def codes(tmp_path_factory):

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from arpg.data.codes import write_code_set
 from arpg.train import checkpointing as ck
@@ -19,13 +18,6 @@ REPO = Path(__file__).resolve().parents[1]
 ARGS = dict(preset="ARPG-nano", batch_size=8, steps=9, lr=0.05, min_lr=1e-3, warmup=0.2, save_every=3, log_every=1,
             seed=2, ema=0.9)
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_kill_during_save_then_resume(tmp_path):

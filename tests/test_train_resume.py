@@ -15,14 +15,6 @@ from arpg.train.metrics import read_log
 from arpg.train.trainer import NonFiniteLossError, Trainer, TrainConfig, train
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny matmuls on a shared 2-core machine: one thread is faster and steadier.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture
 def codes(tmp_path):

@@ -11,14 +11,6 @@ from arpg.tokenizer import load_tokenizer
 from arpg.train.vq_trainer import BatchSchedule, TrainVQConfig, VQTrainer
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Training steps here are tiny; one thread avoids oversubscription on a shared 2-core machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _make_folder(root, n_per_class=32, size=20, seed=0):
     """A small ImageNet-layout folder: coloured ellipses and rectangles on coloured backgrounds."""

@@ -118,7 +118,7 @@ def run_demo(out: str | Path, *, samples_per_class: int = 8, steps: int | None =
         rows["expand"].append(_strip([r["upsampled"], r["images"][0]]))
     texts = {
         "inpaint": "Inpainting the centre: source, known cells (grey = regenerated), result — same class.",
-        "edit": f"Class edit: the top half regenerated under class (label + 5) mod 10.",
+        "edit": "Class edit: the top half regenerated under class (label + 5) mod 10.",
         "outpaint": f"Outpainting to a {size}x{2 * size} canvas ({2 * g} cells wide) with sliding {g}x{g} windows.",
         "expand": "Resolution expansion 2x: bicubic upsample, then every cell off a stride-2 lattice regenerated.",
     }

@@ -49,7 +49,7 @@ def _read(name: str) -> np.ndarray:
     try:
         root = importlib.resources.files("animal_mnist") / "data" / "Animal_MNIST" / name
         raw = root.read_bytes()
-    except (ModuleNotFoundError, FileNotFoundError) as e:
+    except (ModuleNotFoundError, FileNotFoundError):
         raise ARPGError("the bundled data set needs the package 'animal-mnist' 0.4: "
                         "pip install --no-deps animal-mnist==0.4 (scripts/setup.sh installs it)") from None
     return np.asarray(_NumpyOnlyUnpickler(io.BytesIO(gzip.decompress(raw))).load())

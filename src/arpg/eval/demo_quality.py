@@ -67,7 +67,7 @@ def editing_figures(model, tok, clf, recipe: dict[str, Any], n: int = 200, seed:
     src = padded(held[idx])
     size = src.shape[1]
     gen = torch.Generator().manual_seed(seed)
-    inpainted, edited, new_labels, seams = [], [], [], []
+    inpainted, edited, new_labels = [], [], []
     t = {"inpaint": 0.0, "edit": 0.0, "outpaint": 0.0}
     for img, y in zip(src, held_y[idx]):
         y = int(y)

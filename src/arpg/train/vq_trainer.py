@@ -403,7 +403,7 @@ class VQTrainer:
             scores.append(psnr(self.model.decode_latent(z_q).float(), x).cpu())
             used[codes.flatten().cpu()] = True
         self.model.train()
-        return {f"eval_psnr": torch.cat(scores).mean().item(), "eval_usage": used.float().mean().item(),
+        return {"eval_psnr": torch.cat(scores).mean().item(), "eval_usage": used.float().mean().item(),
                 "eval_images": float(n)}
 
     # Loop ----------------------------------------------------------------------------------------

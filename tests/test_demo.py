@@ -1,0 +1,39 @@
+"""The shipped demo weights and `arpg demo` (reduced setting)."""
+
+import json
+
+import numpy as np
+import torch
+
+from arpg import generate, load_model
+from arpg.demo import run_demo
+from arpg.demo_assets import demo_card, demo_paths
+from arpg.tokenizer import load_tokenizer, to_uint8
+
+
+def test_shipped_weights_load_and_generate():
+    paths = demo_paths()
+    model = load_model(paths.model)
+    tok = load_tokenizer(paths.tokenizer)
+    assert model.config.vocab_size == tok.codebook_size and model.config.num_classes == 10
+    codes = generate(model, torch.tensor([3]), steps=4, cfg_scale=2.0, generator=torch.Generator().manual_seed(0))
+    img = to_uint8(tok.decode(codes, grid=(model.config.grid_size,) * 2))
+    assert img.shape == (1, 32, 32, 1) and img.dtype == np.uint8
+    assert img.std() > 5  # a silhouette on a background, not a flat image
+
+
+def test_model_card_describes_the_weights():
+    card = demo_card()
+    model = load_model(demo_paths().model)
+    assert card["arpg_config"] == model.config.to_dict()
+    assert card["commands"] and card["wall_time_s"] and "quality" in card
+
+
+def test_demo_runs_end_to_end_reduced(tmp_path):
+    timings = run_demo(tmp_path, samples_per_class=1, steps=4, n_edit=1, log=lambda *_: None)
+    for name in ("samples.png", "inpaint.png", "edit.png", "outpaint.png", "expand.png", "index.html", "timings.json"):
+        assert (tmp_path / name).exists(), name
+    html = (tmp_path / "index.html").read_text()
+    assert "samples.png" in html and "expand.png" in html
+    assert set(json.loads((tmp_path / "timings.json").read_text())) >= {"generate", "inpaint", "total"}
+    assert timings["total"] > 0
