@@ -34,18 +34,24 @@ PREFIXES = ("module.", "_orig_mod.")
 # ------------------------------------------------------------------------------------------------
 # Atomic writes
 # ------------------------------------------------------------------------------------------------
+def temp_beside(path: Path, suffix: str = ".tmp") -> str:
+    """A new empty temp file in ``path``'s folder (same file system, so ``os.replace`` is atomic)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
+    return tmp
+
+
 def atomic_write(path: str | os.PathLike, write_fn) -> None:
     """Write ``path`` via ``write_fn(tmp_path)`` into a temp file in the same folder, fsync, then rename.
 
     A crash (even ``kill -9``) mid-write leaves the previous file intact.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
+    tmp = temp_beside(path)
     try:
         write_fn(tmp)
         with open(tmp, "rb") as f:

@@ -11,7 +11,6 @@ never have to sit in memory at once; the files stay readable by ``np.load``.
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from ..data.folder import IMAGE_EXTENSIONS, read_rgb
+from ..checkpoints import temp_beside
 from ..errors import ARPGError
 
 IMAGES_KEY = "arr_0"
@@ -209,10 +209,7 @@ class NpzWriter:
         self.written += len(imgs)
 
     def __enter__(self) -> "NpzWriter":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".partial", dir=self.path.parent)
-        os.close(fd)
-        self._tmp = Path(tmp)
+        self._tmp = Path(temp_beside(self.path, ".partial"))
         self._zf = zipfile.ZipFile(self._tmp, "w", zipfile.ZIP_STORED, allowZip64=True)
         self._zf_member = self._zf.open(f"{IMAGES_KEY}.npy", "w", force_zip64=True)
         np.lib.format.write_array_header_1_0(
