@@ -25,11 +25,11 @@ def run(args: argparse.Namespace) -> int:
 
     model = tokenizer = None
     if args.retrain:
-        from ..demo_train import retrain
+        from ..demo_train import FINAL, retrain
 
         times = retrain(args.work_dir, install=args.install)
         print("[retrain] wall time: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in times.items()))
-        model = str(Path(args.work_dir) / "arpg" / "final.safetensors")
+        model = str(Path(args.work_dir) / FINAL)
         tokenizer = str(Path(args.work_dir) / "vq" / "tokenizer.safetensors")
     run_demo(args.out, samples_per_class=args.samples_per_class, steps=args.steps, seed=args.seed,
              model_path=model, tokenizer_path=tokenizer)
