@@ -117,7 +117,7 @@ def generate(
     chunk = batch_size or B
     starts = range(0, B, chunk)
     out = torch.empty(B, n, dtype=torch.long, device=device)
-    bar = tqdm(total=B, desc="sampling", unit="img", disable=not progress or len(starts) == 1 and not progress)
+    bar = tqdm(total=B, desc="sampling", unit="img", disable=not progress)
     opts = dict(steps=steps, cfg_scale=cfg_scale, cfg_schedule=cfg_schedule, step_schedule=step_schedule,
                 temperature=temperature, top_k=top_k, top_p=top_p, attention=attention, generator=generator)
     with _autocast(device, dtype):
