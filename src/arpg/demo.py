@@ -61,7 +61,7 @@ def run_demo(out: str | Path, *, samples_per_class: int = 8, steps: int | None =
     model = load_model(model_path or paths.model)
     tok = load_tokenizer(tokenizer_path or paths.tokenizer)
     card = demo_card()
-    recipe = {k: v for k, v in recipe_for(model).items() if k in ("steps", "cfg_scale", "temperature")}
+    recipe = {k: v for k, v in recipe_for(model).items() if k in ("steps", "cfg_scale", "cfg_schedule", "temperature")}
     if steps is not None:
         recipe["steps"] = steps
     f = tok.downsample

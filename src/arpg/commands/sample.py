@@ -19,10 +19,10 @@ def add_sampling_args(p: argparse.ArgumentParser, steps: int | None = None, cfg:
     g = p.add_argument_group("sampling")
     g.add_argument("--steps", type=int, default=steps, help="decoding steps (default: the model's recipe)")
     g.add_argument("--cfg-scale", type=float, default=cfg, help="guidance scale; 1 disables (default: recipe)")
-    g.add_argument("--cfg-schedule", default="linear", choices=["linear", "constant"])
-    g.add_argument("--step-schedule", default="arccos",
-                   help="arccos (published), cosine, linear, or comma-separated counts per step")
-    g.add_argument("--temperature", type=float, default=1.0)
+    g.add_argument("--cfg-schedule", default=None, choices=["linear", "constant"], help="default: recipe")
+    g.add_argument("--step-schedule", default=None,
+                   help="arccos (published), cosine, linear, or comma-separated counts per step (default: recipe)")
+    g.add_argument("--temperature", type=float, default=None, help="default: recipe")
     g.add_argument("--top-k", type=int, default=None)
     g.add_argument("--top-p", type=float, default=None)
     g.add_argument("--order", default="random",
@@ -34,17 +34,20 @@ def add_sampling_args(p: argparse.ArgumentParser, steps: int | None = None, cfg:
 
 def sampling_kwargs(args: argparse.Namespace, defaults: dict) -> dict:
     """Keyword arguments for :func:`arpg.generate` from parsed CLI options."""
-    schedule = args.step_schedule
-    if "," in schedule or schedule.isdigit():
+    def pick(name: str, fallback):
+        value = getattr(args, name)
+        return value if value is not None else defaults.get(name, fallback)
+
+    schedule = pick("step_schedule", "arccos")
+    if isinstance(schedule, str) and ("," in schedule or schedule.isdigit()):
         try:
             schedule = [int(x) for x in schedule.split(",")]
         except ValueError:
-            raise ARPGError(f"--step-schedule: expected a name or comma-separated integers, got {args.step_schedule!r}") from None
+            raise ARPGError(f"--step-schedule: expected a name or comma-separated integers, got {schedule!r}") from None
     return dict(
-        steps=args.steps if args.steps is not None else defaults.get("steps", 32),
-        cfg_scale=args.cfg_scale if args.cfg_scale is not None else defaults.get("cfg_scale", 1.0),
-        cfg_schedule=args.cfg_schedule, step_schedule=schedule, temperature=args.temperature,
-        top_k=args.top_k, top_p=args.top_p, order=args.order, attention=args.attention,
+        steps=pick("steps", 32), cfg_scale=pick("cfg_scale", 1.0), cfg_schedule=pick("cfg_schedule", "linear"),
+        step_schedule=schedule, temperature=pick("temperature", 1.0), top_k=pick("top_k", None),
+        top_p=pick("top_p", None), order=args.order, attention=args.attention,
     )
 
 

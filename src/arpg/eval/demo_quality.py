@@ -137,19 +137,19 @@ def main() -> None:  # pragma: no cover - long-running measurement
     model = load_model(args.model or paths.model)
     tok = load_tokenizer(args.tokenizer or paths.tokenizer)
     clf = load_classifier(CLASSIFIER)
-    recipe = {k: v for k, v in recipe_for(model).items() if k in ("steps", "cfg_scale")}
+    recipe = {k: v for k, v in recipe_for(model).items() if k in ("steps", "cfg_scale", "cfg_schedule", "temperature")}
     if args.cfg_scale is not None:
         recipe["cfg_scale"] = args.cfg_scale
     held, held_y = load_split("heldout")
     res: dict[str, Any] = dict(classifier_heldout_accuracy=float((predict(clf, padded(held))[0] == held_y).mean()),
                                frechet_floor_train_vs_heldout=floor(clf), recipe=recipe)
     n = model.config.n_cells
-    cfg = recipe["cfg_scale"]
-    settings = [dict(steps=s, cfg_scale=cfg) for s in ((8, 32) if args.quick else (8, 16, 32, 64))]
+    base = {k: v for k, v in recipe.items() if k != "steps"}
+    settings = [dict(steps=s, **base) for s in ((8, 32) if args.quick else (8, 16, 32, 64))]
     if not args.quick:
-        settings += [dict(step_schedule=[1] * n, order="raster", cfg_scale=cfg),
-                     dict(steps=8, cfg_scale=cfg, attention="causal"),
-                     dict(steps=32, cfg_scale=cfg, attention="causal")]
+        settings += [dict(step_schedule=[1] * n, order="raster", **base),
+                     dict(steps=8, attention="causal", **base),
+                     dict(steps=32, attention="causal", **base)]
     res["generation"] = generation_table(model, tok, clf, settings, per_class=20 if args.quick else 100)
     res["editing"] = editing_figures(model, tok, clf, recipe, n=40 if args.quick else 200)
     Path(args.out).write_text(json.dumps(res, indent=2))
