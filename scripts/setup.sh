@@ -26,13 +26,20 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
     "${PIP[@]}" install "${spec[@]}"
 fi
 
+# The package itself (editable, with test extras); redone only when pyproject.toml changes.
+stamp=".venv/.arpg-installed"
+want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! .venv/bin/python -c "import arpg" >/dev/null 2>&1; then
+    echo "[setup] installing arpg (editable) with test extras"
+    "${PIP[@]}" install -e ".[test]"
+    echo "$want" > "$stamp"
+fi
+
 # The bundled data set ships in the `animal-mnist` package; its metadata pulls TensorFlow, which we never
-# import, so install it without dependencies.
+# import, so install it without dependencies (last, so pip's check of the other installs never sees it).
 if ! .venv/bin/python -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('animal_mnist') is None)" 2>/dev/null; then
     echo "[setup] installing animal-mnist (data only, --no-deps)"
     "${PIP[@]}" install --no-deps "animal-mnist==0.4" || echo "[setup] warning: animal-mnist not installed; the bundled data set is unavailable"
 fi
 
-echo "[setup] installing arpg (editable) with test extras"
-"${PIP[@]}" install -e ".[test]"
 echo "[setup] done: $(.venv/bin/python -c 'import torch, arpg; print("arpg", arpg.__version__, "torch", torch.__version__)')"

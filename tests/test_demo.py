@@ -37,3 +37,8 @@ def test_demo_runs_end_to_end_reduced(tmp_path):
     assert "samples.png" in html and "expand.png" in html
     assert set(json.loads((tmp_path / "timings.json").read_text())) >= {"generate", "inpaint", "total"}
     assert timings["total"] > 0
+
+
+def test_demo_leaves_grad_mode_alone(tmp_path):
+    run_demo(tmp_path, samples_per_class=1, steps=2, n_edit=1, log=lambda *_: None)
+    assert torch.is_grad_enabled()

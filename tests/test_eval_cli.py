@@ -92,6 +92,6 @@ def test_eval_errors_are_one_line(tmp_path, stand_in, capsys, monkeypatch):
 def test_recipes_command(capsys):
     assert main(["recipes"]) == 0
     out = capsys.readouterr().out
-    assert "ARPG-XXL" in out and "cfg=7.5" in out and "provisional" in out
+    assert "ARPG-XXL" in out and "cfg=7.5" in out and "cfg=3.0 (constant)" in out
     assert main(["recipes", "ARPG-L"]) == 0
     assert json.loads(capsys.readouterr().out)["cfg_scale"] == 5.0

@@ -49,13 +49,17 @@ def _mask_view(img: np.ndarray, known: torch.Tensor, factor: int) -> np.ndarray:
     return out
 
 
-def run_demo(out: str | Path, *, samples_per_class: int = 8, steps: int | None = None, seed: int = 0,
+def run_demo(*args, **kwargs) -> dict[str, Any]:
+    """Run the demo and return the timings; see the module docstring for what is written."""
+    with torch.no_grad():  # a context, not a global switch: callers may train afterwards
+        return _run_demo(*args, **kwargs)
+
+
+def _run_demo(out: str | Path, *, samples_per_class: int = 8, steps: int | None = None, seed: int = 0,
              n_edit: int = 4, model_path: str | None = None, tokenizer_path: str | None = None,
              log=print) -> dict[str, Any]:
-    """Run the demo and return the timings; see the module docstring for what is written."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    torch.set_grad_enabled(False)
     t_all = time.perf_counter()
     paths = demo_paths(check=model_path is None or tokenizer_path is None)
     model = load_model(model_path or paths.model)
