@@ -168,7 +168,7 @@ def main() -> None:
                         if sampler != "arpg" and str(batch) not in args.baseline_batches.split(","):
                             continue
                         if sampler == "raster" and steps != max(map(int, args.steps.split(","))):
-                            continue  # raster is always 256 steps: run it once per batch
+                            continue  # raster is always n_cells steps: run it once per batch
                         case = dict(preset=preset, dtype=dtype, batch=batch, steps=steps, sampler=sampler)
                         cmd = [sys.executable, __file__, "--device", args.device, "--case", json.dumps(case)]
                         if not args.warmup:
@@ -181,7 +181,8 @@ def main() -> None:
                         r = {**case, **json.loads(line[0][7:])}
                         r["peak_frac"] = r["flop_per_s"] / peaks[dtype]
                         rows.append(r)
-                        print(f"{preset:9s} {dtype} b={batch:<3d} steps={256 if sampler == 'raster' else steps:<3d} "
+                        r["n_cells"] = arpg.get_preset(preset).n_cells
+                        print(f"{preset:9s} {dtype} b={batch:<3d} steps={r['n_cells'] if sampler == 'raster' else steps:<3d} "
                               f"{sampler:6s} {r['img_per_s']:8.3f} img/s  {r['latency_ms']:9.1f} ms/img  "
                               f"{r['peak_mem_mb']:8.1f} MB  {r['flop_per_s'] / 1e9:7.1f} GFLOP/s "
                               f"({100 * r['peak_frac']:.0f}% of peak)", flush=True)
@@ -196,8 +197,9 @@ def write_report(rows: list[dict], peaks: dict, args: argparse.Namespace) -> Non
         f"device {args.device}" + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else "") + ".",
         f"Command: `python benchmarks/sampling.py {' '.join(sys.argv[1:])}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         "Measured matmul peak: " + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in peaks.items()) + ".",
-        "Random weights; guidance on (doubled batch, scale 4); each case in a fresh process; memory from the first call, time from a second (warm) call.",
-        "`raster` = 256 steps of one token in raster order with the same cache code; `concat` = the published sampler's",
+        "Random weights; guidance on (doubled batch, scale 4); each case in a fresh process; memory from the first call, "
+        + ("time from a second (warm) call." if args.warmup else "time from that same (cold) call: --no-warmup."),
+        "`raster` = one token per step (256 steps for the published grid) in raster order with the same cache code; `concat` = the published sampler's",
         "structure (cache grown by concatenation). Ratios compare samplers at the same preset / dtype / batch / steps.",
         "",
         "| preset | dtype | batch | steps | sampler | img/s | ms/img | peak MB | GFLOP/s | % of peak | vs raster | vs concat |",
@@ -210,7 +212,7 @@ def write_report(rows: list[dict], peaks: dict, args: argparse.Namespace) -> Non
                 if same and (kind == "raster" or o["steps"] == r["steps"]) and r["sampler"] == "arpg":
                     return f"{r['img_per_s'] / o['img_per_s']:.2f}x"
             return ""
-        steps = 256 if r["sampler"] == "raster" else r["steps"]
+        steps = r["n_cells"] if r["sampler"] == "raster" else r["steps"]
         lines.append(f"| {r['preset']} | {r['dtype']} | {r['batch']} | {steps} | {r['sampler']} | {r['img_per_s']:.3f} | "
                      f"{r['latency_ms']:.1f} | {r['peak_mem_mb']:.0f} | {r['flop_per_s'] / 1e9:.1f} | "
                      f"{100 * r['peak_frac']:.0f}% | {ratio('raster')} | {ratio('concat')} |")
