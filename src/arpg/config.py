@@ -129,17 +129,22 @@ def preset_names() -> list[str]:
     return list(ARPG_PRESETS)
 
 
-def get_preset(name: str, **overrides: Any) -> ARPGConfig:
-    """Return the named preset's config with ``overrides`` applied (any :class:`ARPGConfig` field)."""
-    key = {k.lower(): k for k in ARPG_PRESETS}.get(name.lower())
+def preset_params(table: dict[str, dict[str, Any]], config_cls: type, name: str, overrides: dict[str, Any],
+                  what: str = "preset") -> dict[str, Any]:
+    """The parameters of ``table[name]`` (case-insensitive) merged with ``overrides``, all validated."""
+    key = {k.lower(): k for k in table}.get(name.lower())
     if key is None:
-        raise ARPGError(f"unknown preset {name!r}; choose one of: {', '.join(ARPG_PRESETS)}")
-    fields = {f.name for f in dataclasses.fields(ARPGConfig)}
+        raise ARPGError(f"unknown {what} {name!r}; choose one of: {', '.join(table)}")
+    fields = {f.name for f in dataclasses.fields(config_cls)}
     bad = sorted(set(overrides) - fields)
     if bad:
-        raise ARPGError(f"unknown override(s) {', '.join(bad)}; valid fields: {', '.join(sorted(fields))}")
-    params = dict(ARPG_PRESETS[key])
-    params.update(overrides)
+        raise ARPGError(f"unknown override(s) {', '.join(bad)} for {what} {key}; valid fields: {', '.join(sorted(fields))}")
+    return {**table[key], **overrides}
+
+
+def get_preset(name: str, **overrides: Any) -> ARPGConfig:
+    """Return the named preset's config with ``overrides`` applied (any :class:`ARPGConfig` field)."""
+    params = preset_params(ARPG_PRESETS, ARPGConfig, name, overrides)
     if "dim" in overrides and "ffn_hidden" not in overrides:
         params.pop("ffn_hidden", None)
     return ARPGConfig(**params)

@@ -113,11 +113,6 @@ def vq_preset_names() -> list[str]:
 
 def get_vq_preset(name: str, **overrides: Any) -> VQConfig:
     """Return the named preset's config with ``overrides`` applied (any :class:`VQConfig` field)."""
-    key = {k.lower(): k for k in VQ_PRESETS}.get(name.lower())
-    if key is None:
-        raise ARPGError(f"unknown tokenizer preset {name!r}; choose one of: {', '.join(VQ_PRESETS)}")
-    fields = {f.name for f in dataclasses.fields(VQConfig)}
-    bad = sorted(set(overrides) - fields)
-    if bad:
-        raise ARPGError(f"unknown tokenizer override(s) {', '.join(bad)}; valid fields: {', '.join(sorted(fields))}")
-    return VQConfig(**{**VQ_PRESETS[key], **overrides})
+    from ..config import preset_params
+
+    return VQConfig(**preset_params(VQ_PRESETS, VQConfig, name, overrides, what="tokenizer preset"))
