@@ -81,15 +81,20 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
         head = f.read(16)
     if path.suffix == ".safetensors" or _looks_like_safetensors(head):
         return _read_safetensors(path)
+    obj = load_torch_file(path)
+    return _unwrap(obj, path)
+
+
+def load_torch_file(path: str | os.PathLike) -> Any:
+    """``torch.load(weights_only=True)`` with a one-line :class:`CheckpointError` for unreadable files."""
     try:
         # Training scripts store their argparse arguments beside the weights; a Namespace holds only plain
         # data, so allowing it keeps the weights_only guarantee (no code runs).
         with torch.serialization.safe_globals([argparse.Namespace]):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt, truncated, foreign or code-carrying pickles all land here
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path} is not a readable checkpoint ({msg[:160]})") from None
-    return _unwrap(obj, path)
 
 
 def _looks_like_safetensors(head: bytes) -> bool:

@@ -10,19 +10,7 @@ stable import path::
     pixels = to_uint8(tok.decode(codes))              # uint8 [B, 256, 256, 3]
 """
 
-from .vq import (VQ_PRESETS, VQConfig, VQOutput, VQTokenizer, from_uint8, get_vq_preset, infer_vq_config,
-                 load_tokenizer, save_tokenizer, to_uint8, vq_preset_names)
+from . import vq as _vq
+from .vq import *  # noqa: F401,F403  (the same public names as arpg.vq)
 
-__all__ = [
-    "VQ_PRESETS",
-    "VQConfig",
-    "VQOutput",
-    "VQTokenizer",
-    "from_uint8",
-    "get_vq_preset",
-    "infer_vq_config",
-    "load_tokenizer",
-    "save_tokenizer",
-    "to_uint8",
-    "vq_preset_names",
-]
+__all__ = list(_vq.__all__)

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..checkpoints import atomic_torch_save, atomic_write
+from ..checkpoints import atomic_torch_save, atomic_write, load_torch_file
 from ..errors import ARPGError, CheckpointError
 from ..vq import VQTokenizer, get_vq_preset, save_tokenizer
 from ..vq.discriminator import PatchDiscriminator, hinge_d_loss, hinge_g_loss
@@ -197,6 +197,14 @@ def load_data(cfg: TrainVQConfig, progress: bool = False) -> tuple[ImageSet, Ima
     else:
         evalset = ImageSet(paths=[train.paths[i] for i in pick.tolist()], size=cfg.image_size, channels=cfg.n_channels)
     return train, evalset, "train-subset"
+
+
+def _read_state(path: Path) -> dict[str, Any]:
+    """A train-vq checkpoint, read safely; one-line errors for unreadable or foreign files."""
+    state = load_torch_file(path)
+    if not isinstance(state, dict) or state.get("format") != CKPT_FORMAT:
+        raise CheckpointError(f"{path} is not an arpg train-vq checkpoint (cannot resume from it)")
+    return state
 
 
 def _step_generator(seed: int, step: int, stream: int) -> torch.Generator:
@@ -481,13 +489,7 @@ class VQTrainer:
         return path
 
     def _load(self, path: Path) -> None:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise CheckpointError(f"{path} is not a readable checkpoint ({msg[:160]})") from None
-        if not isinstance(state, dict) or state.get("format") != CKPT_FORMAT:
-            raise CheckpointError(f"{path} is not an arpg train-vq checkpoint (cannot resume from it)")
+        state = _read_state(path)
         stored = TrainVQConfig.from_dict(state["train_config"])
         diffs = [f.name for f in dataclasses.fields(TrainVQConfig)
                  if f.name not in RESUMABLE_CHANGES and getattr(stored, f.name) != getattr(self.cfg, f.name)]
@@ -532,11 +534,5 @@ def resume_config(out: str | os.PathLike, resume: str, explicit: dict[str, Any])
         return None
     if not path.is_file():
         raise CheckpointError(f"checkpoint to resume from not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise CheckpointError(f"{path} is not a readable checkpoint ({msg[:160]})") from None
-    if not isinstance(state, dict) or state.get("format") != CKPT_FORMAT:
-        raise CheckpointError(f"{path} is not an arpg train-vq checkpoint (cannot resume from it)")
+    state = _read_state(path)
     return TrainVQConfig.from_dict({**state["train_config"], **explicit, "out": str(out)})
