@@ -56,7 +56,9 @@ def test_fid_grows_monotonically_with_perturbation():
     noise = rng.standard_normal(x.shape)
     mu, sigma = feature_stats(x)
     values = [frechet_distance(mu, sigma, *feature_stats(x + eps * noise)) for eps in (0.0, 0.1, 0.3, 1.0, 3.0)]
-    assert values[0] < 1e-8
+    # Identical statistics give 0 up to the matrix square root's rounding, which scales with the
+    # covariance's size (a random 24x24 mixing matrix is sometimes nearly singular).
+    assert values[0] < 1e-9 * np.trace(sigma)
     assert all(a < b for a, b in zip(values, values[1:])), values
     shifts = [frechet_distance(mu, sigma, mu + t, sigma) for t in (0.5, 1.0, 2.0)]
     assert shifts == pytest.approx([24 * t ** 2 for t in (0.5, 1.0, 2.0)], rel=1e-9)
