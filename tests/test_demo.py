@@ -1,6 +1,7 @@
 """The shipped demo weights and `arpg demo` (reduced setting)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -42,3 +43,22 @@ def test_demo_runs_end_to_end_reduced(tmp_path):
 def test_demo_leaves_grad_mode_alone(tmp_path):
     run_demo(tmp_path, samples_per_class=1, steps=2, n_edit=1, log=lambda *_: None)
     assert torch.is_grad_enabled()
+
+
+def test_retrain_commands_parse_and_chain(tmp_path):
+    """The recorded recipe must stay runnable: every command parses, and each one reads what the one
+    before it writes."""
+    from arpg.cli import build_parser
+    from arpg.demo_train import FINAL, retrain_commands
+
+    parser = build_parser()
+    cmds = retrain_commands(str(tmp_path))
+    for cmd in cmds:
+        args = parser.parse_args(cmd)
+        assert callable(args.func)
+    vq, extract, train = cmds
+    tok = str(tmp_path / "vq" / "tokenizer.safetensors")
+    assert extract[extract.index("--tokenizer") + 1] == tok
+    assert train[train.index("--codes") + 1] == extract[extract.index("--out") + 1]
+    assert FINAL.parts[0] == Path(train[train.index("--out") + 1]).name
+    assert "--ema" in train or "ema" not in FINAL.name

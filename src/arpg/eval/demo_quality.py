@@ -1,12 +1,14 @@
 """Quality of the bundled demo model, measured with the shipped Animal-MNIST classifier.
 
+* the tokenizer's ceiling: the same two figures for VQ reconstructions of the held-out images;
 * generation: class accuracy of 1000 generated images (100 per class) and the Frechet distance between
   their classifier features and the 1000 held-out images', beside the floor (1000 train images vs the
   held-out images), for several step counts, raster order and causal attention;
 * editing: (i) class accuracy after inpainting the centre half of held-out images vs on the originals,
   (ii) how often a class edit (top half regenerated under label + 5 mod 10) makes the classifier predict
-  the new label, (iii) outpainting seams: mean absolute pixel difference between neighbouring pixel
-  columns that straddle a window border vs those inside a window.
+  the new label, (iii) outpainting seams: mean absolute difference of neighbouring pixels where cells
+  from different sources meet (known vs decoded, or two windows) vs inside one window's decoded cells
+  (see :mod:`arpg.eval.seams`), and the same at position-matched pairs (two window plans per canvas).
 
 Run: ``python -m arpg.eval.demo_quality [--out results.json] [--quick]``.
 """
@@ -26,6 +28,7 @@ from ..data.animal_mnist import load_split, padded
 from ..demo_assets import WEIGHTS_DIR, demo_paths
 from .classifier import load_classifier, predict
 from .fid import feature_stats, frechet_distance
+from .seams import matched_seam_contrast, origin_map, seam_stats
 
 CLASSIFIER = WEIGHTS_DIR / "demo_classifier.safetensors"
 
@@ -82,23 +85,24 @@ def editing_figures(model, tok, clf, recipe: dict[str, Any], n: int = 200, seed:
         t["edit"] += time.perf_counter() - s
         edited.append(r["images"][0])
         new_labels.append(new)
-    # Outpainting seams on fewer images (each canvas decodes several windows).
+    # Outpainting seams on fewer images (each canvas decodes several windows). Every canvas is filled
+    # twice, with the default half-window stride and with stride 3, so that some cell boundaries are a
+    # seam in one filling and inside a window in the other: the position-matched comparison.
     f = tok.downsample
-    g = model.config.grid_size
-    border, inside = [], []
+    seams, runs_per_image = [], []
     for img, y in list(zip(src, held_y[idx]))[: max(1, n // 4)]:
-        s = time.perf_counter()
-        r = outpaint_image(model, tok, img, canvas=(size, 2 * size), offset=(0, 0), label=int(y), generator=gen,
-                           **recipe)
-        t["outpaint"] += time.perf_counter() - s
-        canvas = r["images"][0].astype(np.float64)[..., 0]
-        diffs = np.abs(np.diff(canvas, axis=1))  # diffs[:, x] is between columns x and x+1
-        # Window left edges in pixels (cells * f); a border sits between column e-1 and e.
-        edges = sorted({c * f for (_, c, _) in r["windows"] if c > 0} | {(c + g) * f for (_, c, _) in r["windows"]
-                                                                           if (c + g) * f < canvas.shape[1]})
-        edge_cols = {e - 1 for e in edges}
-        for x in range(diffs.shape[1]):
-            (border if x in edge_cols else inside).append(diffs[:, x].mean())
+        runs = []
+        for stride in (None, 3):
+            s = time.perf_counter()
+            r = outpaint_image(model, tok, img, canvas=(size, 2 * size), offset=(0, 0), label=int(y),
+                               generator=gen, stride=stride, **recipe)
+            if stride is None:
+                t["outpaint"] += time.perf_counter() - s
+            runs.append((r["images"][0], origin_map(r["known"].cpu().numpy(), r["windows"])))
+        seams.append(seam_stats(*runs[0], f))
+        runs_per_image.append(runs)
+    matched = [matched_seam_contrast(runs, f) for runs in runs_per_image]
+    n_matched = sum(m[2] for m in matched)
     pred_orig, _ = predict(clf, src)
     pred_inp, _ = predict(clf, np.stack(inpainted))
     pred_edit, _ = predict(clf, np.stack(edited))
@@ -108,7 +112,11 @@ def editing_figures(model, tok, clf, recipe: dict[str, Any], n: int = 200, seed:
         accuracy_originals=float((pred_orig == held_y[idx]).mean()),
         accuracy_inpainted_centre=float((pred_inp == held_y[idx]).mean()),
         class_edit_success=float((pred_edit == np.array(new_labels)).mean()),
-        outpaint_seam_mad=float(np.mean(border)), outpaint_inside_mad=float(np.mean(inside)),
+        outpaint_seam_mad=float(np.mean([x.seam for x in seams])),
+        outpaint_inside_mad=float(np.mean([x.inside for x in seams])),
+        outpaint_inside_cell_edge_mad=float(np.mean([x.inside_cell_edges for x in seams])),
+        outpaint_matched_seam_mad=float(sum(m[0] * m[2] for m in matched) / n_matched),
+        outpaint_matched_inside_mad=float(sum(m[1] * m[2] for m in matched) / n_matched),
         seconds_per_edit={k: round(v / (m if k != "outpaint" else max(1, n // 4)), 3) for k, v in t.items()},
     )
 
@@ -118,6 +126,21 @@ def floor(clf) -> float:
     train, _ = load_split("train")
     pick = np.random.default_rng(0).choice(len(train), 1000, replace=False)
     return _fd(predict(clf, padded(train[pick]))[1], predict(clf, padded(held))[1])
+
+
+def reconstruction_ceiling(tok, clf) -> dict[str, float]:
+    """Class accuracy and Frechet distance of the tokenizer's reconstructions of the held-out images: the
+    best any generator working through this tokenizer can score."""
+    from ..tokenizer import from_uint8, to_uint8
+
+    held, held_y = load_split("heldout")
+    src = padded(held)
+    _, held_f = predict(clf, src)
+    with torch.no_grad():
+        codes = tok.encode(from_uint8(src), batch_size=250)
+        rec = to_uint8(tok.decode(codes, batch_size=250))
+    pred, feats = predict(clf, rec)
+    return dict(accuracy=float((pred == held_y).mean()), frechet=_fd(feats, held_f))
 
 
 def main() -> None:  # pragma: no cover - long-running measurement
@@ -142,7 +165,8 @@ def main() -> None:  # pragma: no cover - long-running measurement
         recipe["cfg_scale"] = args.cfg_scale
     held, held_y = load_split("heldout")
     res: dict[str, Any] = dict(classifier_heldout_accuracy=float((predict(clf, padded(held))[0] == held_y).mean()),
-                               frechet_floor_train_vs_heldout=floor(clf), recipe=recipe)
+                               frechet_floor_train_vs_heldout=floor(clf),
+                               tokenizer_reconstructions=reconstruction_ceiling(tok, clf), recipe=recipe)
     n = model.config.n_cells
     base = {k: v for k, v in recipe.items() if k != "steps"}
     settings = [dict(steps=s, **base) for s in ((8, 32) if args.quick else (8, 16, 32, 64))]

@@ -1,0 +1,45 @@
+"""The demo quality measurement runs end to end on the shipped weights (tiny sizes)."""
+
+import math
+
+import torch
+
+from arpg import load_model
+from arpg.demo_assets import demo_paths
+from arpg.eval.classifier import load_classifier
+from arpg.eval.demo_quality import CLASSIFIER, editing_figures, generation_table, reconstruction_ceiling
+from arpg.tokenizer import load_tokenizer
+
+
+def _assets():
+    paths = demo_paths()
+    return load_model(paths.model), load_tokenizer(paths.tokenizer), load_classifier(CLASSIFIER)
+
+
+def test_generation_table_and_ceiling_report_bounded_figures():
+    model, tok, clf = _assets()
+    torch.set_grad_enabled(False)
+    try:
+        rows = generation_table(model, tok, clf, [dict(steps=4, cfg_scale=2.0)], per_class=2, log=lambda s: None)
+        ceiling = reconstruction_ceiling(tok, clf)
+    finally:
+        torch.set_grad_enabled(True)
+    (row,) = rows
+    assert 0.0 <= row["accuracy"] <= 1.0 and row["frechet"] >= 0 and row["img_per_s"] > 0
+    # reconstructions of real images must classify far above chance (10 classes)
+    assert ceiling["accuracy"] > 0.5 and ceiling["frechet"] >= 0
+
+
+def test_editing_figures_cover_all_three_measurements():
+    model, tok, clf = _assets()
+    torch.set_grad_enabled(False)
+    try:
+        fig = editing_figures(model, tok, clf, dict(steps=4, cfg_scale=2.0), n=4)
+    finally:
+        torch.set_grad_enabled(True)
+    assert fig["n_images"] == 4
+    for key in ("accuracy_originals", "accuracy_inpainted_centre", "class_edit_success"):
+        assert 0.0 <= fig[key] <= 1.0
+    for key in ("outpaint_seam_mad", "outpaint_inside_mad", "outpaint_matched_seam_mad", "outpaint_matched_inside_mad"):
+        assert math.isfinite(fig[key]) and fig[key] >= 0
+    assert set(fig["seconds_per_edit"]) == {"inpaint", "edit", "outpaint"}
