@@ -23,17 +23,20 @@ def test_knn_radii_match_brute_force():
 
 def test_precision_and_recall_fall_as_supports_separate():
     rng = np.random.default_rng()
-    real = rng.standard_normal((400, 8))
-    fake = rng.standard_normal((400, 8))
-    direction = np.ones(8) / np.sqrt(8)
-    # Shifts far enough apart that each step drops both scores by ~0.15 or more, which is several
-    # standard errors of a 400-sample proportion, so the ordering is not a coin flip.
-    results = [precision_recall(real, fake + s * direction, k=3) for s in (0.0, 2.5, 4.0, 12.0)]
+    # Uniform cubes, not Gaussians: with Gaussian clouds a lone outlier's huge k-NN ball sometimes covers
+    # much of the other set at a larger shift, and a step then went the wrong way (~1 run in 20000).
+    # Bounded supports have no such outliers, and the supports separate literally along one axis.
+    real = rng.uniform(size=(400, 8))
+    fake = rng.uniform(size=(400, 8))
+    axis = np.eye(8)[0]
+    # Over 20000 runs: precision and recall ~0.93, 0.68, 0.30, 0 (sd <= 0.031), each step >= 8.6 sd of
+    # its own spread, so a step going the wrong way is far below 1e-6.
+    results = [precision_recall(real, fake + s * axis, k=3) for s in (0.0, 0.5, 0.9, 3.0)]
     prec = [r.precision for r in results]
     rec = [r.recall for r in results]
-    assert prec[0] > 0.7 and rec[0] > 0.7  # k=3 manifolds of 400 points in 8-D: ~0.87 +- 0.03
+    assert prec[0] > 0.7 and rec[0] > 0.7
     assert all(a > b for a, b in zip(prec, prec[1:])) and all(a > b for a, b in zip(rec, rec[1:])), (prec, rec)
-    assert prec[-1] == 0.0 and rec[-1] == 0.0
+    assert prec[-1] == 0.0 and rec[-1] == 0.0  # a gap of 2 along one axis: no 3-NN ball is that large
 
 
 def test_mode_dropping_lowers_recall_not_precision():
@@ -44,8 +47,11 @@ def test_mode_dropping_lowers_recall_not_precision():
     dropped = centres[0] + rng.standard_normal((600, 6))  # same count, one of the two modes only
     base = precision_recall(real, full, k=3)
     pr = precision_recall(real, dropped, k=3)
+    # Over 10000 runs: precision ratio 1.00 +- 0.021 (min 0.905), recall ratio 0.506 +- 0.012 (max 0.550).
+    # The recall tail thins only ~3x per 0.005, so the former upper bound 0.6 was a thin margin by
+    # extrapolation; 0.65 is not, and a recall blind to the dropped mode (ratio ~1) still fails.
     assert pr.precision > 0.8 * base.precision
-    assert 0.3 * base.recall < pr.recall < 0.6 * base.recall, (base, pr)
+    assert 0.3 * base.recall < pr.recall < 0.65 * base.recall, (base, pr)
 
 
 def test_batching_does_not_change_the_result():
