@@ -2,7 +2,7 @@
 
 ``VQ-16`` is LlamaGen's tokenizer exactly (DESIGN §2): 71,883,403 parameters, 344 state-dict entries,
 loads ``vq_ds16_c2i.pt``. The small presets are for 28–64 px images on a CPU; their codebook sizes match
-the small ARPG presets (``VQ-demo`` ↔ ``ARPG-demo``: 512 codes, 64 px → 16×16; ``VQ-tiny`` ↔
+the small ARPG presets (``VQ-demo`` ↔ ``ARPG-demo``: 256 codes, 32 px → 8×8; ``VQ-tiny`` ↔
 ``ARPG-tiny``: 64 codes, 32 px → 8×8).
 """
 
@@ -99,7 +99,7 @@ VQ_PRESETS: dict[str, dict[str, Any]] = {
     # The demo tokenizer: 4x downsampling (64 px -> 16x16, 32 px -> 8x8), trainable on a CPU.
     # Narrow at full resolution, where convolutions cost most: ~0.3 s per training step of 16 images
     # at 64 px on 2 CPU cores.
-    "VQ-demo": dict(codebook_size=512, ch=16, ch_mult=(1, 2, 4), z_channels=64, enc_blocks=1,
+    "VQ-demo": dict(codebook_size=256, ch=16, ch_mult=(1, 2, 4), z_channels=64, enc_blocks=1,
                     dec_blocks=2, norm_groups=8, **_SMALL),
     # Test-sized: 4x downsampling, ~170k parameters.
     "VQ-tiny": dict(codebook_size=64, codebook_dim=4, ch=16, ch_mult=(1, 1, 2), z_channels=32,
