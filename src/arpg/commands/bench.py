@@ -42,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
             if subprocess.run(cmd).returncode:
                 raise ARPGError(f"benchmark failed: {' '.join(cmd)}")
     parts = ["# Benchmark results", "", "Written by `arpg bench`; each section is a results file of one script.", ""]
-    for name in ("sampling.md", "sampling_small.md", "cache_ab.md", "forward.md", "training.md"):
+    for name in ("sampling.md", "sampling_small.md", "cache_ab.md", "cache_ab_bf16.md", "cache_ab_L_bf16.md",
+                 "forward.md", "training.md"):
         f = results / name
         if f.exists():
             body = f.read_text().strip().splitlines()
