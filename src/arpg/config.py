@@ -114,7 +114,7 @@ ARPG_PRESETS: dict[str, dict[str, Any]] = {
     "ARPG-XXL": dict(dim=1536, n_layer=48, n_head=24),
     # Small models for CPU work. head_dim stays 64 except in the test-sized ones.
     "ARPG-S": dict(dim=512, n_layer=12, n_head=8, num_classes=1000),
-    # The shipped demo model: 8x8 codes of 32x32 Animal-MNIST silhouettes, ~2.7M parameters, sized so it
+    # The shipped demo model: 8x8 codes of 32x32 Animal-MNIST silhouettes, ~2.6M parameters, sized so it
     # trains in well under an hour on 2 CPU cores.
     "ARPG-demo": dict(dim=192, n_layer=6, n_head=3, vocab_size=256, num_classes=10, grid_size=8,
                       multiple_of=64, **_NO_DROPOUT),

@@ -115,8 +115,8 @@ def editing_figures(model, tok, clf, recipe: dict[str, Any], n: int = 200, seed:
         outpaint_seam_mad=float(np.mean([x.seam for x in seams])),
         outpaint_inside_mad=float(np.mean([x.inside for x in seams])),
         outpaint_inside_cell_edge_mad=float(np.mean([x.inside_cell_edges for x in seams])),
-        outpaint_matched_seam_mad=float(sum(m[0] * m[2] for m in matched) / n_matched),
-        outpaint_matched_inside_mad=float(sum(m[1] * m[2] for m in matched) / n_matched),
+        outpaint_matched_seam_mad=float(sum(m[0] * m[2] for m in matched) / n_matched) if n_matched else float("nan"),
+        outpaint_matched_inside_mad=float(sum(m[1] * m[2] for m in matched) / n_matched) if n_matched else float("nan"),
         seconds_per_edit={k: round(v / (m if k != "outpaint" else max(1, n // 4)), 3) for k, v in t.items()},
     )
 
