@@ -56,3 +56,21 @@ def test_cli_bad_input_one_line(weights, capsys, args, msg):
     assert main([*args, *_common(weights)]) == 2
     err = capsys.readouterr().err.strip()
     assert msg in err and "\n" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("decode_all", [False, True])
+def test_edit_keeps_pixels_outside_the_box_unless_decode_all(weights, tmp_path, decode_all):
+    from PIL import Image
+
+    out = tmp_path / "e.png"
+    flag = ["--decode-all"] if decode_all else []
+    assert main(["edit", str(weights / "img.png"), "--label", "3", "--box", "0,0,16,8", *flag, *_common(weights),
+                 "--out", str(out)]) == 0
+    src = np.asarray(Image.open(weights / "img.png"))
+    res = np.asarray(Image.open(out))
+    assert res.shape == src.shape
+    outside = np.ones(src.shape[:2], bool)
+    outside[:8, :16] = False
+    # The tiny random tokenizer is far from lossless, so only pasting gives back the source pixels.
+    assert np.array_equal(res[outside], src[outside]) != decode_all
+    assert json.loads(out.with_suffix(".json").read_text())["keep_pixels"] == (not decode_all)

@@ -74,6 +74,24 @@ def test_fill_canvas_decodes_each_unknown_cell_once(model):
     assert torch.equal(out, again)
 
 
+def test_keep_pixels_gives_back_every_unmasked_pixel(model, tok):
+    f, c = tok.downsample, tok.config.in_channels
+    img = np.random.default_rng().integers(0, 256, (4 * f, 4 * f, c), dtype=np.uint8)
+    pix = np.zeros((4 * f, 4 * f), dtype=bool)
+    pix[f + 1:2 * f + 2, f:3 * f - 1] = True  # not on the cell grid: some cells are partly masked
+    r = inpaint_image(model, tok, img, pix, 2, steps=2, generator=_gen(6))
+    assert np.array_equal(r["images"][0][~pix], img[~pix])
+    assert np.array_equal(r["images"][0][pix], r["decoded"][0][pix])
+    raw = inpaint_image(model, tok, img, pix, 2, steps=2, generator=_gen(6), keep_pixels=False)
+    assert np.array_equal(raw["images"], r["decoded"])
+    assert not np.array_equal(raw["images"][0][~pix], img[~pix])  # the tokenizer is lossy
+    o = outpaint_image(model, tok, img, canvas=(6 * f, 9 * f), offset=(f, 2 * f), label=1, steps=2, generator=_gen(4))
+    assert np.array_equal(o["images"][0, f:5 * f, 2 * f:6 * f], img)
+    outside = np.ones((6 * f, 9 * f), dtype=bool)
+    outside[f:5 * f, 2 * f:6 * f] = False
+    assert np.array_equal(o["images"][0][outside], o["decoded"][0][outside])
+
+
 def test_image_tasks_keep_known_cells(model, tok):
     f = tok.downsample
     img = _image(tok, 4 * f)

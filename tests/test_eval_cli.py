@@ -53,6 +53,7 @@ def test_eval_end_to_end(tmp_path, stand_in, capsys):
     assert "stand_in.pt" in r["network"]
     printed = capsys.readouterr().out
     assert "FID" in printed and "Inception Score" in printed and "precision (k=3)" in printed
+    assert any(line.split() == ["recipe", "demo"] for line in printed.splitlines())
 
     # The same set as its own reference: FID ~ 0, precision = recall = 1.
     rc = main(["eval", str(samples_dir / "samples.npz"), "--ref", str(samples_dir / "samples.npz"),
@@ -92,6 +93,16 @@ def test_eval_errors_are_one_line(tmp_path, stand_in, capsys, monkeypatch):
 def test_recipes_command(capsys):
     assert main(["recipes"]) == 0
     out = capsys.readouterr().out
-    assert "ARPG-XXL" in out and "cfg=7.5" in out and "cfg=3.0 (constant)" in out
+    demo = get_recipe("demo")
+    assert "ARPG-XXL" in out and "cfg=7.5" in out and f"cfg={demo.cfg_scale} ({demo.cfg_schedule})" in out
     assert main(["recipes", "ARPG-L"]) == 0
     assert json.loads(capsys.readouterr().out)["cfg_scale"] == 5.0
+
+
+def test_recipe_name_from_either_recipe_layout():
+    from arpg.commands.eval import _recipe_name
+
+    flat = get_recipe("demo").to_dict()
+    # arpg sample-fid nests the recipe beside the run's other settings.
+    assert _recipe_name(flat) == _recipe_name({"recipe": flat, "num_samples": 1000}) == "demo"
+    assert _recipe_name({"steps": 8}) == _recipe_name("x") == "?"

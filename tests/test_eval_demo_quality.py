@@ -38,7 +38,8 @@ def test_editing_figures_cover_all_three_measurements():
     finally:
         torch.set_grad_enabled(True)
     assert fig["n_images"] == 4
-    for key in ("accuracy_originals", "accuracy_inpainted_centre", "class_edit_success"):
+    for key in ("accuracy_originals", "accuracy_inpainted_centre", "accuracy_inpainted_centre_decode_all",
+                "class_edit_success"):
         assert 0.0 <= fig[key] <= 1.0
     for key in ("outpaint_seam_mad", "outpaint_inside_mad", "outpaint_matched_seam_mad", "outpaint_matched_inside_mad"):
         assert math.isfinite(fig[key]) and fig[key] >= 0

@@ -41,6 +41,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         if name == "outpaint":
             p.add_argument("--canvas", required=True, help="canvas size HEIGHTxWIDTH in pixels, e.g. 32x64")
             p.add_argument("--offset", default=None, help="where the image goes, Y,X pixels (default: centred)")
+        if name != "expand":
+            p.add_argument("--decode-all", action="store_true",
+                           help="output the tokenizer's decode of every pixel (default: pixels outside the mask, "
+                                "or the source on the canvas, come back exactly)")
         if name == "expand":
             p.add_argument("--factor", type=int, default=2, help="upsampling factor (default 2)")
         if name in ("outpaint", "expand"):
@@ -73,11 +77,12 @@ def run(args: argparse.Namespace) -> int:
         if (args.mask is None) == (args.box is None):
             raise ARPGError("give exactly one of --mask PNG or --box x0,y0,x1,y1")
         fn = inpaint_image if args.task == "inpaint" else edit_image
-        res = fn(model, tok, args.image, args.mask, args.label, box=args.box, num=args.num, **kw)
+        res = fn(model, tok, args.image, args.mask, args.label, box=args.box, num=args.num,
+                 keep_pixels=not args.decode_all, **kw)
     elif args.task == "outpaint":
         offset = _pair(args.offset, "--offset") if args.offset else None
         res = outpaint_image(model, tok, args.image, _pair(args.canvas, "--canvas"), offset, args.label,
-                             num=args.num, stride=args.stride, **kw)
+                             num=args.num, stride=args.stride, keep_pixels=not args.decode_all, **kw)
     else:
         res = expand_image(model, tok, args.image, args.label, factor=args.factor, num=args.num,
                            stride=args.stride, **kw)
@@ -93,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
             np.save(path.with_suffix(".codes.npy"), res["codes"][i].cpu().numpy())
     meta = dict(task=args.task, image=args.image, label=args.label, seconds=round(seconds, 3), outputs=written,
                 known_cells=int(res["known"].sum()), total_cells=int(res["known"].numel()),
+                keep_pixels=args.task != "expand" and not args.decode_all,
                 **{k: v for k, v in kw.items() if k not in ("generator", "dtype")})
     out.with_suffix(".json").write_text(json.dumps(meta, indent=2, default=str))
     print(f"wrote {', '.join(written)} ({seconds:.2f} s, {meta['total_cells'] - meta['known_cells']} of "

@@ -168,12 +168,21 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+def _recipe_name(rec: Any) -> str:
+    """The recipe's name from a ``--recipe`` record ({"name": ...}) or a sample-fid ``recipe.json``
+    (which nests it: {"recipe": {"name": ...}, ...})."""
+    if not isinstance(rec, dict):
+        return "?"
+    inner = rec.get("recipe")
+    return str(rec.get("name") or (inner.get("name") if isinstance(inner, dict) else None) or "?")
+
+
 def _print_table(r: dict[str, Any]) -> None:
     rec = r["recipe"]
     rows = [("samples", f"{r['samples']} ({r['num_samples']} images, {r['sample_shape'][1]}x{r['sample_shape'][0]})"),
             ("reference", f"{r['reference']} ({r['reference_stats']})"),
             ("network", f"{r['network']} ({r['feature_dim']}-d)"),
-            ("recipe", (rec.get("name", "?") if isinstance(rec, dict) else "?") if rec else "none recorded"),
+            ("recipe", _recipe_name(rec) if rec else "none recorded"),
             ("FID", f"{r['fid']:.4f}")]
     is_ = r["inception_score"]
     rows.append(("Inception Score", f"{is_['mean']:.3f} ± {is_['std']:.3f}" if is_

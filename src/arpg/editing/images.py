@@ -3,6 +3,12 @@
 Images may be a path, a PIL image or a uint8 array [H, W] / [H, W, C]; sizes must be multiples of the
 tokenizer's downsampling factor. Each function returns a dict with the result image (uint8 [H, W, C]),
 the code grid (LongTensor [B, h, w]) and the known-cell mask, so callers can save or inspect them.
+
+Pixels the user did not ask to change come back exactly (``keep_pixels=True``, the default for
+inpaint, edit and outpaint): the output is the decoded code grid with the source pixels pasted back
+outside the mask (inpaint / edit: every unmasked pixel, also inside a regenerated cell; outpaint: the
+source rectangle). Without it every pixel goes through the tokenizer and even the untouched part
+carries its reconstruction error. ``result["decoded"]`` always holds the pure decode.
 """
 
 from __future__ import annotations
@@ -58,10 +64,16 @@ def _repeat(codes: torch.Tensor, num: int) -> torch.Tensor:
     return codes.expand(num, -1, -1).clone()
 
 
+def _paste(decoded: np.ndarray, source: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """``decoded`` [B, H, W, C] with ``source`` [H, W, C] written wherever ``keep`` [H, W] is True."""
+    return np.where(keep[None, :, :, None], source[None], decoded)
+
+
 def inpaint_image(model, tok, image: Any, mask: Any = None, label: int = 0, *, box=None, num: int = 1,
-                  **sampling: Any) -> dict[str, Any]:
+                  keep_pixels: bool = True, **sampling: Any) -> dict[str, Any]:
     """Regenerate the masked pixels' cells under ``label``. ``mask``: array / PNG / PIL (True = regenerate)
-    or ``box=(x0, y0, x1, y1)``. ``num`` variations are made in one batch."""
+    or ``box=(x0, y0, x1, y1)``. ``num`` variations are made in one batch. ``keep_pixels``: unmasked
+    pixels come back exactly (see the module docstring)."""
     _check_label(model, label)
     img = read_image(image, tok.config.in_channels)
     H, W = img.shape[:2]
@@ -76,7 +88,9 @@ def inpaint_image(model, tok, image: Any, mask: Any = None, label: int = 0, *, b
     codes = _encode(tok, img).to(model.embeddings.weight.device)
     labels = torch.full((num,), int(label), dtype=torch.long)
     out = fill_canvas(model, _repeat(codes, num), ~unknown.to(codes.device), labels, **sampling)
-    return dict(images=_decode(tok, out), codes=out, known=~unknown, source_codes=codes)
+    decoded = _decode(tok, out)
+    images = _paste(decoded, img, ~pix) if keep_pixels else decoded
+    return dict(images=images, decoded=decoded, codes=out, known=~unknown, source_codes=codes)
 
 
 def edit_image(model, tok, image: Any, mask: Any = None, new_label: int = 0, **kwargs: Any) -> dict[str, Any]:
@@ -85,9 +99,11 @@ def edit_image(model, tok, image: Any, mask: Any = None, new_label: int = 0, **k
 
 
 def outpaint_image(model, tok, image: Any, canvas: tuple[int, int], offset: tuple[int, int] | None = None,
-                   label: int = 0, *, num: int = 1, stride: int | None = None, **sampling: Any) -> dict[str, Any]:
+                   label: int = 0, *, num: int = 1, stride: int | None = None, keep_pixels: bool = True,
+                   **sampling: Any) -> dict[str, Any]:
     """Place ``image`` on a larger canvas of ``canvas = (height, width)`` pixels at ``offset = (y, x)``
-    (default: centred, snapped to the token grid) and generate everything around it."""
+    (default: centred, snapped to the token grid) and generate everything around it. ``keep_pixels``:
+    the source rectangle comes back exactly (see the module docstring)."""
     _check_label(model, label)
     img = read_image(image, tok.config.in_channels)
     H, W = img.shape[:2]
@@ -117,7 +133,13 @@ def outpaint_image(model, tok, image: Any, canvas: tuple[int, int], offset: tupl
     labels = torch.full((num,), int(label), dtype=torch.long)
     out, log = fill_canvas(model, _repeat(codes, num).to(device), known.to(device), labels, stride=stride,
                            return_log=True, **sampling)
-    return dict(images=_decode(tok, out), codes=out, known=known, windows=log)
+    decoded = _decode(tok, out)
+    keep = np.zeros((CH, CW), dtype=bool)
+    keep[oy:oy + H, ox:ox + W] = True
+    canvas_src = np.zeros((CH, CW, img.shape[-1]), dtype=img.dtype)
+    canvas_src[oy:oy + H, ox:ox + W] = img
+    images = _paste(decoded, canvas_src, keep) if keep_pixels else decoded
+    return dict(images=images, decoded=decoded, codes=out, known=known, windows=log)
 
 
 def expand_image(model, tok, image: Any, label: int = 0, *, factor: int = 2, num: int = 1,

@@ -70,7 +70,7 @@ def editing_figures(model, tok, clf, recipe: dict[str, Any], n: int = 200, seed:
     src = padded(held[idx])
     size = src.shape[1]
     gen = torch.Generator().manual_seed(seed)
-    inpainted, edited, new_labels = [], [], []
+    inpainted, inpainted_decoded, edited, new_labels = [], [], [], []
     t = {"inpaint": 0.0, "edit": 0.0, "outpaint": 0.0}
     for img, y in zip(src, held_y[idx]):
         y = int(y)
@@ -79,6 +79,7 @@ def editing_figures(model, tok, clf, recipe: dict[str, Any], n: int = 200, seed:
                           generator=gen, **recipe)
         t["inpaint"] += time.perf_counter() - s
         inpainted.append(r["images"][0])
+        inpainted_decoded.append(r["decoded"][0])
         new = (y + 5) % 10
         s = time.perf_counter()
         r = edit_image(model, tok, img, box=(0, 0, size, size // 2), new_label=new, generator=gen, **recipe)
@@ -105,12 +106,15 @@ def editing_figures(model, tok, clf, recipe: dict[str, Any], n: int = 200, seed:
     n_matched = sum(m[2] for m in matched)
     pred_orig, _ = predict(clf, src)
     pred_inp, _ = predict(clf, np.stack(inpainted))
+    pred_inp_dec, _ = predict(clf, np.stack(inpainted_decoded))
     pred_edit, _ = predict(clf, np.stack(edited))
     m = len(src)
     return dict(
         n_images=m,
         accuracy_originals=float((pred_orig == held_y[idx]).mean()),
         accuracy_inpainted_centre=float((pred_inp == held_y[idx]).mean()),
+        # The same inpaintings with every pixel decoded (keep_pixels=False): the tokenizer's loss included.
+        accuracy_inpainted_centre_decode_all=float((pred_inp_dec == held_y[idx]).mean()),
         class_edit_success=float((pred_edit == np.array(new_labels)).mean()),
         outpaint_seam_mad=float(np.mean([x.seam for x in seams])),
         outpaint_inside_mad=float(np.mean([x.inside for x in seams])),
