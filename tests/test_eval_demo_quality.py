@@ -26,6 +26,9 @@ def test_generation_table_and_ceiling_report_bounded_figures():
         torch.set_grad_enabled(True)
     (row,) = rows
     assert 0.0 <= row["accuracy"] <= 1.0 and row["frechet"] >= 0 and row["img_per_s"] > 0
+    # equal counts per class, so the overall accuracy is the mean of the per-class ones
+    assert len(row["per_class_accuracy"]) == 10
+    assert abs(sum(row["per_class_accuracy"]) / 10 - row["accuracy"]) < 1e-2
     # reconstructions of real images must classify far above chance (10 classes)
     assert ceiling["accuracy"] > 0.5 and ceiling["frechet"] >= 0
 

@@ -55,8 +55,10 @@ def generation_table(model, tok, clf, settings: list[dict[str, Any]], per_class:
         with torch.no_grad():
             images = to_uint8(tok.decode(codes, grid=(g, g), batch_size=250))
         pred, feats = predict(clf, images)
-        row = dict(setting=s, accuracy=float((pred == labels.numpy()).mean()), frechet=_fd(feats, held_f),
-                   seconds=round(seconds, 2), img_per_s=round(len(labels) / seconds, 1))
+        hit = pred == labels.numpy()
+        per_class = [round(float(hit[labels.numpy() == c].mean()), 3) for c in range(10)]
+        row = dict(setting=s, accuracy=float(hit.mean()), frechet=_fd(feats, held_f),
+                   seconds=round(seconds, 2), img_per_s=round(len(labels) / seconds, 1), per_class_accuracy=per_class)
         rows.append(row)
         log(json.dumps(row))
     return rows
