@@ -10,6 +10,7 @@ Usage::
 
     python benchmarks/training.py                      # ARPG-tiny and ARPG-demo, fp32 and bf16
     python benchmarks/training.py --presets ARPG-demo --batch-size 64 --steps 10
+    python benchmarks/training.py --presets ARPG-demo --dtypes fp32 fp32+compile --batch-size 64 --threads 2
 """
 
 from __future__ import annotations
@@ -78,9 +79,13 @@ def main() -> None:
     for preset in args.presets:
         make_codes(tmp / preset, preset)
         for dt in args.dtypes:
+            # "fp32+compile": the same step under torch.compile (warm-up steps absorb the compile).
+            dtype, _, extra = dt.partition("+")
+            if extra not in ("", "compile"):
+                raise SystemExit(f"unknown dtype variant {dt!r}: use e.g. fp32, bf16, fp32+compile")
             cfg = TrainConfig(codes=str(tmp / preset), out=str(tmp / f"run-{preset}-{dt}"), preset=preset,
-                              batch_size=args.batch_size, steps=10**6, warmup=0, dtype=dt, device=args.device,
-                              progress=False)
+                              batch_size=args.batch_size, steps=10**6, warmup=0, dtype=dtype, device=args.device,
+                              compile=extra == "compile", progress=False)
             trainers[(preset, dt)] = Trainer(cfg)
     results: dict[tuple[str, str], list[tuple[float, float]]] = {k: [] for k in trainers}
     for _ in range(args.repeats):
@@ -119,7 +124,9 @@ def main() -> None:
     lines.append("")
     lines.append("bf16 = `torch.autocast(dtype=torch.bfloat16)` (weights, gradients and AdamW state stay fp32), "
                  "the published setting on GPUs. On a CPU its benefit depends on the matmul sizes: the casts "
-                 "cost more than they save on tiny matrices. tokens/s counts grid cells (predicted tokens).")
+                 "cost more than they save on tiny matrices. +compile = `arpg train --compile` (torch.compile of "
+                 "the training forward; its compile time is in the untimed warm-up). tokens/s counts grid cells "
+                 "(predicted tokens).")
     text = "\n".join(lines) + "\n"
     print(text)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

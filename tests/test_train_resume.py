@@ -195,3 +195,28 @@ def test_tensorboard_is_optional(codes, tmp_path):
     else:
         train(_cfg(codes, tmp_path / "tb", steps=2, tensorboard=True))
         assert any((tmp_path / "tb" / "tensorboard").iterdir())
+
+
+@pytest.mark.slow
+def test_compiled_training_follows_the_eager_run(codes, tmp_path):
+    """`--compile` changes how the step runs, not what it computes: losses track the eager run's and
+    the saved weights keep their plain state-dict keys."""
+    eager = train(_cfg(codes, tmp_path / "eager", steps=4))
+    comp = train(_cfg(codes, tmp_path / "comp", steps=4, compile=True))
+    for s in range(1, 5):
+        assert math.isclose(eager.losses[s], comp.losses[s], rel_tol=1e-3, abs_tol=1e-4), s
+    sd_eager, _ = read_checkpoint(eager.final_weights)
+    sd_comp, _ = read_checkpoint(comp.final_weights)
+    assert sd_eager.keys() == sd_comp.keys()
+    for k in sd_eager:
+        torch.testing.assert_close(sd_comp[k], sd_eager[k], rtol=1e-3, atol=1e-4)
+
+
+def test_compile_flag_reaches_the_config():
+    from arpg.cli import build_parser
+    from arpg.commands.train import config_from_args
+
+    args = build_parser().parse_args(["train", "--codes", "C", "--out", "O", "--compile"])
+    assert config_from_args(args).compile is True
+    args = build_parser().parse_args(["train", "--codes", "C", "--out", "O"])
+    assert config_from_args(args).compile is False

@@ -85,6 +85,9 @@ class TrainConfig:
     resume: str | None = None  # a checkpoint path, or "auto" = the newest in out/checkpoints (if any)
     init: str | None = None  # start from these weights (fine-tuning); ignored when resuming
     fsdp: bool = False
+    # torch.compile the training forward (and so its backward): 1.15x on this 2-core CPU for ARPG-demo at
+    # batch 64 (benchmarks/results/training_compile.md), for ~40 s of compiling at the first step.
+    compile: bool = False
     progress: bool = True
 
     def to_dict(self) -> dict[str, Any]:
@@ -201,6 +204,10 @@ class Trainer:
             load_state_strict(model, sd, cfg.init, suggest=suggest_preset)
         self.model = model
         self.wrapped = wrap_model(model, d, cfg.fsdp)
+        if cfg.compile:
+            # Only the training call goes through the compiled wrapper; the optimizer, the EMA, checkpoints
+            # and preview sampling keep using the plain module, so state-dict keys do not change.
+            self.wrapped = torch.compile(self.wrapped)
         self.model.train()
         # Fused AdamW on plain CUDA tensors; the default (foreach) kernels for FSDP's sharded DTensors.
         fused = d.device.type == "cuda" and not (cfg.fsdp and d.distributed)
