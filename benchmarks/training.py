@@ -71,6 +71,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: on a shared machine "
                     "spinning OpenMP threads make small models erratic)")
     ap.add_argument("--out", default=str(ROOT / "results" / "training.md"))
+    ap.add_argument("--title", default="Training throughput", help="heading of the results file")
+    ap.add_argument("--note", default="", help="a closing paragraph for the results file")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -99,7 +101,7 @@ def main() -> None:
     except (OSError, StopIteration):
         pass
     lines = [
-        "# Training throughput",
+        f"# {args.title}",
         "",
         f"`python benchmarks/training.py` -- single process, {args.device}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, CPU: {cpu} ({os.cpu_count()} cores visible), "
@@ -127,6 +129,8 @@ def main() -> None:
                  "cost more than they save on tiny matrices. +compile = `arpg train --compile` (torch.compile of "
                  "the training forward; its compile time is in the untimed warm-up). tokens/s counts grid cells "
                  "(predicted tokens).")
+    if args.note:
+        lines += ["", args.note]
     text = "\n".join(lines) + "\n"
     print(text)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import torch
 
 from arpg import load_model
@@ -29,6 +30,9 @@ def test_generation_table_and_ceiling_report_bounded_figures():
     # equal counts per class, so the overall accuracy is the mean of the per-class ones
     assert len(row["per_class_accuracy"]) == 10
     assert abs(sum(row["per_class_accuracy"]) / 10 - row["accuracy"]) < 1e-2
+    conf = np.array(row["confusion"])
+    assert conf.shape == (10, 10) and (conf.sum(1) == 2).all()  # per_class=2 samples asked of each class
+    assert np.allclose(np.diag(conf) / 2, row["per_class_accuracy"])
     # reconstructions of real images must classify far above chance (10 classes)
     assert ceiling["accuracy"] > 0.5 and ceiling["frechet"] >= 0
 

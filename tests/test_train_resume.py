@@ -199,17 +199,23 @@ def test_tensorboard_is_optional(codes, tmp_path):
 
 @pytest.mark.slow
 def test_compiled_training_follows_the_eager_run(codes, tmp_path):
-    """`--compile` changes how the step runs, not what it computes: losses track the eager run's and
-    the saved weights keep their plain state-dict keys."""
-    eager = train(_cfg(codes, tmp_path / "eager", steps=4))
-    comp = train(_cfg(codes, tmp_path / "comp", steps=4, compile=True))
+    """`--compile` changes how the step runs, not what it computes: losses, weights and EMA track the eager
+    run's, and the saved files keep their plain state-dict keys."""
+    kw = dict(steps=4, lr=0.005, ema=0.9, grad_accum=2)
+    tr = Trainer(_cfg(codes, tmp_path / "probe", compile=True, **kw))
+    assert isinstance(tr.wrapped, torch._dynamo.eval_frame.OptimizedModule)  # the flag really compiles
+    eager = train(_cfg(codes, tmp_path / "eager", **kw))
+    comp = train(_cfg(codes, tmp_path / "comp", compile=True, **kw))
     for s in range(1, 5):
         assert math.isclose(eager.losses[s], comp.losses[s], rel_tol=1e-3, abs_tol=1e-4), s
-    sd_eager, _ = read_checkpoint(eager.final_weights)
-    sd_comp, _ = read_checkpoint(comp.final_weights)
-    assert sd_eager.keys() == sd_comp.keys()
-    for k in sd_eager:
-        torch.testing.assert_close(sd_comp[k], sd_eager[k], rtol=1e-3, atol=1e-4)
+    for a, b in ((eager.final_weights, comp.final_weights), (eager.final_ema_weights, comp.final_ema_weights)):
+        sd_eager, _ = read_checkpoint(a)
+        sd_comp, _ = read_checkpoint(b)
+        assert sd_eager.keys() == sd_comp.keys()
+        for k in sd_eager:
+            # Adam's first steps move each weight by about lr whatever the gradient's size, so a gradient
+            # near zero may flip sign between the two runs: allow a few lr-sized steps.
+            torch.testing.assert_close(sd_comp[k], sd_eager[k], rtol=0, atol=4 * kw["lr"])
 
 
 def test_compile_flag_reaches_the_config():
@@ -220,3 +226,11 @@ def test_compile_flag_reaches_the_config():
     assert config_from_args(args).compile is True
     args = build_parser().parse_args(["train", "--codes", "C", "--out", "O"])
     assert config_from_args(args).compile is False
+
+
+def test_compile_without_a_cpp_compiler_is_one_clear_error(codes, tmp_path, monkeypatch):
+    import arpg.train.trainer as trainer_mod
+
+    monkeypatch.setattr(trainer_mod.shutil, "which", lambda name: None)
+    with pytest.raises(ARPGError, match="needs a C\\+\\+ compiler"):
+        Trainer(_cfg(codes, tmp_path / "run", compile=True, device="cpu"))

@@ -8,7 +8,8 @@ Pixels the user did not ask to change come back exactly (``keep_pixels=True``, t
 inpaint, edit and outpaint): the output is the decoded code grid with the source pixels pasted back
 outside the mask (inpaint / edit: every unmasked pixel, also inside a regenerated cell; outpaint: the
 source rectangle). Without it every pixel goes through the tokenizer and even the untouched part
-carries its reconstruction error. ``result["decoded"]`` always holds the pure decode.
+carries its reconstruction error. For these three, ``result["decoded"]`` always holds the pure decode.
+"Exactly" is in the tokenizer's channels: an RGB file edited with a 1-channel tokenizer comes back grey.
 """
 
 from __future__ import annotations

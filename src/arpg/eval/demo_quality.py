@@ -57,8 +57,11 @@ def generation_table(model, tok, clf, settings: list[dict[str, Any]], per_class:
         pred, feats = predict(clf, images)
         hit = pred == labels.numpy()
         per_class = [round(float(hit[labels.numpy() == c].mean()), 3) for c in range(10)]
+        confusion = np.zeros((10, 10), dtype=int)  # rows: the class asked for, columns: the classifier's call
+        np.add.at(confusion, (labels.numpy(), pred), 1)
         row = dict(setting=s, accuracy=float(hit.mean()), frechet=_fd(feats, held_f),
-                   seconds=round(seconds, 2), img_per_s=round(len(labels) / seconds, 1), per_class_accuracy=per_class)
+                   seconds=round(seconds, 2), img_per_s=round(len(labels) / seconds, 1), per_class_accuracy=per_class,
+                   confusion=confusion.tolist())
         rows.append(row)
         log(json.dumps(row))
     return rows

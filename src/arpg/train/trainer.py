@@ -22,6 +22,7 @@ import json
 import math
 import os
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -86,7 +87,7 @@ class TrainConfig:
     init: str | None = None  # start from these weights (fine-tuning); ignored when resuming
     fsdp: bool = False
     # torch.compile the training forward (and so its backward): 1.15x on this 2-core CPU for ARPG-demo at
-    # batch 64 (benchmarks/results/training_compile.md), for ~40 s of compiling at the first step.
+    # batch 64 (benchmarks/results/training_demo_b64.md), for ~40 s of compiling at the first step.
     compile: bool = False
     progress: bool = True
 
@@ -205,6 +206,8 @@ class Trainer:
         self.model = model
         self.wrapped = wrap_model(model, d, cfg.fsdp)
         if cfg.compile:
+            if d.device.type == "cpu" and not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
+                raise ARPGError("--compile on a CPU needs a C++ compiler (c++, g++ or clang++) on PATH")
             # Only the training call goes through the compiled wrapper; the optimizer, the EMA, checkpoints
             # and preview sampling keep using the plain module, so state-dict keys do not change.
             self.wrapped = torch.compile(self.wrapped)
