@@ -135,11 +135,10 @@ def outpaint_image(model, tok, image: Any, canvas: tuple[int, int], offset: tupl
     out, log = fill_canvas(model, _repeat(codes, num).to(device), known.to(device), labels, stride=stride,
                            return_log=True, **sampling)
     decoded = _decode(tok, out)
-    keep = np.zeros((CH, CW), dtype=bool)
-    keep[oy:oy + H, ox:ox + W] = True
-    canvas_src = np.zeros((CH, CW, img.shape[-1]), dtype=img.dtype)
-    canvas_src[oy:oy + H, ox:ox + W] = img
-    images = _paste(decoded, canvas_src, keep) if keep_pixels else decoded
+    images = decoded
+    if keep_pixels:
+        images = decoded.copy()
+        images[:, oy:oy + H, ox:ox + W] = img
     return dict(images=images, decoded=decoded, codes=out, known=known, windows=log)
 
 

@@ -55,10 +55,11 @@ def generation_table(model, tok, clf, settings: list[dict[str, Any]], per_class:
         with torch.no_grad():
             images = to_uint8(tok.decode(codes, grid=(g, g), batch_size=250))
         pred, feats = predict(clf, images)
-        hit = pred == labels.numpy()
-        per_class = [round(float(hit[labels.numpy() == c].mean()), 3) for c in range(10)]
+        y = labels.numpy()
+        hit = pred == y
+        per_class = [round(float(hit[y == c].mean()), 3) for c in range(10)]
         confusion = np.zeros((10, 10), dtype=int)  # rows: the class asked for, columns: the classifier's call
-        np.add.at(confusion, (labels.numpy(), pred), 1)
+        np.add.at(confusion, (y, pred), 1)
         row = dict(setting=s, accuracy=float(hit.mean()), frechet=_fd(feats, held_f),
                    seconds=round(seconds, 2), img_per_s=round(len(labels) / seconds, 1), per_class_accuracy=per_class,
                    confusion=confusion.tolist())
