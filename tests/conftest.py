@@ -11,15 +11,29 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-@pytest.fixture
-def tiny_model():
+def _tiny(**overrides):
     from arpg import ARPG
 
     torch.manual_seed(1234)
-    model = ARPG.from_preset("ARPG-tiny")
+    model = ARPG.from_preset("ARPG-tiny", **overrides)
     # The published init zeroes the head; give it weights so logits carry information in tests.
     torch.nn.init.normal_(model.head.weight, std=0.5)
     return model.eval()
+
+
+#: ARPG-tiny overrides for the from-scratch class conditioning (attendable class key, class-aware queries)
+CONDITIONED = dict(class_rope="identity", class_queries=True)
+
+
+@pytest.fixture
+def tiny_model():
+    return _tiny()
+
+
+@pytest.fixture(params=["published", "conditioned"])
+def any_tiny_model(request):
+    """ARPG-tiny with the published class conditioning, then with :data:`CONDITIONED`."""
+    return _tiny(**(CONDITIONED if request.param == "conditioned" else {}))
 
 
 @pytest.fixture(scope="session")

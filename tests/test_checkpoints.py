@@ -57,6 +57,18 @@ def test_round_trip_safetensors_with_config(tmp_path):
     assert loaded.config == m.config and _same(m, loaded)
 
 
+def test_class_conditioning_options_survive_a_round_trip(tmp_path):
+    torch.manual_seed(0)
+    m = ARPG.from_preset("ARPG-tiny", class_rope="identity", class_queries=True).eval()
+    torch.nn.init.normal_(m.head.weight, std=0.1)
+    path = tmp_path / "w.safetensors"
+    save_model(m, path)
+    loaded = load_model(path)
+    assert (loaded.config.class_rope, loaded.config.class_queries) == ("identity", True)
+    assert torch.equal(loaded.rope, m.rope)  # the buffer is rebuilt from the config, not stored
+    _check_logits(m, loaded)
+
+
 def test_foreign_safetensors_infers_architecture(tmp_path):
     m = _tiny()
     path = tmp_path / "plain.safetensors"

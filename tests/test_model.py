@@ -19,7 +19,8 @@ def test_forward_shape_and_dtype(tiny_model):
     assert logits.shape == (3, 64, 64) and logits.dtype == torch.float32
 
 
-def test_causality_in_both_passes(tiny_model):
+def test_causality_in_both_passes(any_tiny_model):
+    tiny_model = any_tiny_model
     tokens, labels, orders = _batch(tiny_model, B=2)
     ref = tiny_model(tokens, labels, orders)
     for i in (0, 7, 40, 63):
@@ -45,7 +46,8 @@ def test_causal_in_train_mode_too(tiny_model):
 
 
 @pytest.mark.parametrize("attention", ["causal", "block"])
-def test_decode_pieces_one_token_per_step_match_teacher_forcing(tiny_model, attention):
+def test_decode_pieces_one_token_per_step_match_teacher_forcing(any_tiny_model, attention):
+    tiny_model = any_tiny_model
     tokens, labels, orders = _batch(tiny_model, B=2, seed=3)
     ref = tiny_model(tokens, labels, orders)
     cache = tiny_model.new_cache(2)
@@ -85,8 +87,39 @@ def test_class_token_carries_the_label(tiny_model):
     assert not torch.allclose(a, b)
 
 
-def test_class_dropout_only_in_training():
-    model = ARPG.from_preset("ARPG-nano", class_dropout=1.0)
+def test_class_conditioning_options_reach_every_query():
+    """The from-scratch options: the class token's RoPE slot is the identity (so its key is not zeroed) and
+    every Pass-2 query adds its row's class embedding; the published config does neither."""
+    torch.manual_seed(0)
+    published = ARPG.from_preset("ARPG-nano").eval()
+    assert torch.equal(published.rope[0], torch.zeros_like(published.rope[0]))
+    model = ARPG.from_preset("ARPG-nano", class_rope="identity", class_queries=True).eval()
+    assert torch.equal(model.rope[0, :, 0], torch.ones_like(model.rope[0, :, 0]))
+    assert torch.equal(model.rope[1:], published.rope[1:])
+    ids = model.class_ids(torch.tensor([0, 1, -1]))
+    q = model.query_inputs(ids, 5)
+    mask = model.embeddings.weight[model.config.mask_id]
+    assert torch.allclose(q - mask, model.embeddings.weight[ids][:, None].expand(3, 5, -1))
+    published_mask = published.embeddings.weight[published.config.mask_id]
+    assert torch.equal(published.query_inputs(ids, 5), published_mask.expand(3, 5, -1))
+
+
+def test_query_needs_a_cache_started_with_the_class_token(tiny_model):
+    cache = tiny_model.new_cache(2)
+    with pytest.raises(ARPGError, match="class token"):
+        tiny_model.extend(torch.randint(0, 64, (2, 3)), torch.tensor([[0, 1, 2], [3, 4, 5]]), cache)
+    with pytest.raises(ARPGError, match="class token"):
+        tiny_model.query(torch.tensor([[0], [1]]), cache)
+
+
+def test_unknown_class_rope_is_a_config_error():
+    with pytest.raises(ARPGError, match="class_rope must be one of"):
+        ARPG.from_preset("ARPG-nano", class_rope="learned")
+
+
+@pytest.mark.parametrize("overrides", [{}, dict(class_rope="identity", class_queries=True)])
+def test_class_dropout_only_in_training(overrides):
+    model = ARPG.from_preset("ARPG-nano", class_dropout=1.0, **overrides)
     torch.nn.init.normal_(model.head.weight)
     tokens, labels, orders = _batch(model, B=2)
     null = torch.full_like(labels, -1)

@@ -10,6 +10,13 @@ def test_class_slot_rotates_to_exact_zero():
     assert torch.equal(apply_rope(x, table[:1]), torch.zeros_like(x))
 
 
+def test_identity_class_slot_leaves_vectors_unchanged():
+    zero, ident = build_rope_table(8, 16), build_rope_table(8, 16, class_slot="identity")
+    assert torch.equal(zero[1:], ident[1:])
+    x = torch.randn(2, 1, 3, 16)
+    assert torch.equal(apply_rope(x, ident[:1]), x)
+
+
 def test_axis_layout_and_frequencies():
     table = build_rope_table(16, 64)
     cell = 3 * 16 + 5  # row 3, col 5

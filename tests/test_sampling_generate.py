@@ -24,7 +24,8 @@ def _record_logits(monkeypatch):
     return seen
 
 
-def test_causal_one_token_per_step_equals_teacher_forcing(tiny_model, monkeypatch):
+def test_causal_one_token_per_step_equals_teacher_forcing(any_tiny_model, monkeypatch):
+    tiny_model = any_tiny_model
     seen = _record_logits(monkeypatch)
     labels = torch.tensor([3, 7])
     orders = make_orders("random", 2, 8, generator=_gen(1))
@@ -35,7 +36,8 @@ def test_causal_one_token_per_step_equals_teacher_forcing(tiny_model, monkeypatc
 
 
 @pytest.mark.parametrize("cfg_scale,steps", [(1.0, 8), (4.0, 12)])
-def test_block_mode_matches_concat_cache_reference(tiny_model, cfg_scale, steps):
+def test_block_mode_matches_concat_cache_reference(any_tiny_model, cfg_scale, steps):
+    tiny_model = any_tiny_model
     labels = torch.tensor([0, 5, 9])
     order = torch.randperm(64, generator=_gen(3))
     kw = dict(steps=steps, cfg_scale=cfg_scale, cfg_schedule="linear", step_schedule="arccos", temperature=1.0)

@@ -14,7 +14,8 @@ from arpg.errors import ARPGError, CheckpointError
 from arpg.train import checkpointing as ck
 from arpg.train.optim import EMA, WarmupCosine, build_optimizer, param_groups, scaled_lr, warmup_steps
 from arpg.train.stream import SampleStream
-from arpg.train.trainer import resolve_model_config, save_image_grid
+from arpg.config import get_preset
+from arpg.train.trainer import check_init_config, resolve_model_config, save_image_grid
 
 
 @pytest.fixture
@@ -145,3 +146,17 @@ def test_save_image_grid(tmp_path):
     assert im.shape == (2 * 4, 3 * 6, 3)
     want = (x[4] * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
     assert np.array_equal(im[4:8, 6:12], want) and not im[4:8, 12:].any()
+
+
+def test_init_weights_with_a_different_shapeless_config_are_refused():
+    model_cfg = get_preset("ARPG-nano", class_rope="identity", class_queries=True)
+    same = model_cfg.to_dict()
+    check_init_config(same, model_cfg, "w.safetensors")
+    check_init_config(None, model_cfg, "released.pt")  # no stored config: nothing to compare
+    published = get_preset("ARPG-nano").to_dict()
+    with pytest.raises(ARPGError, match=r"class_rope='zero' \(model: 'identity'\); class_queries=False"):
+        check_init_config(published, model_cfg, "w.safetensors")
+    old_file = {k: v for k, v in published.items() if k not in ("class_rope", "class_queries")}
+    with pytest.raises(ARPGError, match="--set FIELD=VALUE"):  # saved before the fields existed: defaults
+        check_init_config(old_file, model_cfg, "w.safetensors")
+    check_init_config(old_file, get_preset("ARPG-nano"), "w.safetensors")

@@ -107,6 +107,17 @@ def test_resume_with_incompatible_config_is_refused(codes, tmp_path):
     assert "lr 0.05 (checkpoint) vs 0.01 (now)" in msg and "dim 32 (checkpoint) vs 64 (now)" in msg
 
 
+def test_init_from_weights_with_the_class_conditioning_options(codes, tmp_path):
+    cond = {"class_rope": "identity", "class_queries": True}
+    first = train(_cfg(codes, tmp_path / "a", steps=4, overrides=cond))
+    assert load_model(first.final_weights).config.class_queries is True
+    with pytest.raises(ARPGError, match="class_rope='identity' \\(model: 'zero'\\)"):
+        Trainer(_cfg(codes, tmp_path / "b", init=str(first.final_weights)))
+    second = Trainer(_cfg(codes, tmp_path / "c", init=str(first.final_weights), overrides=cond))
+    start = load_model(first.final_weights)
+    assert all(torch.equal(p, q) for p, q in zip(second.model.parameters(), start.parameters()))
+
+
 def test_fresh_start_into_a_run_with_checkpoints_is_refused(codes, tmp_path):
     out = tmp_path / "run"
     train(_cfg(codes, out, steps=4))

@@ -19,6 +19,7 @@ class KVCache:
     shared_k: torch.Tensor  # [B, H, S, D]
     shared_v: torch.Tensor
     length: int = 0
+    class_ids: torch.Tensor | None = None  # [B] embedding rows of the class token, set by the first extend
 
     @classmethod
     def allocate(cls, n_self_layers: int, batch: int, n_head: int, max_len: int, head_dim: int,
@@ -44,3 +45,4 @@ class KVCache:
 
     def reset(self) -> None:
         self.length = 0
+        self.class_ids = None

@@ -20,6 +20,10 @@ def swiglu_hidden(dim: int, multiple_of: int = 256) -> int:
     return multiple_of * ((hidden + multiple_of - 1) // multiple_of)
 
 
+#: RoPE of the class token: all zeros (published) or the identity rotation.
+CLASS_ROPE_MODES = ("zero", "identity")
+
+
 @dataclass
 class ARPGConfig:
     """Hyper-parameters of the two-pass ARPG transformer.
@@ -42,6 +46,13 @@ class ARPGConfig:
     embed_dropout: float = 0.1
     resid_dropout: float = 0.1
     ffn_dropout: float = 0.1
+    # Class conditioning. The published models zero the class token's RoPE slot, so its key is exactly zero
+    # and every query scores it 0: it can only be attended by pushing all other scores below 0. Models
+    # trained from scratch may instead give it the identity rotation ("identity": a learned, attendable
+    # key) and start every Pass-2 query from [MASK] + the class embedding (``class_queries``), so each
+    # prediction sees the label directly. Defaults match the published weights.
+    class_rope: str = "zero"
+    class_queries: bool = False
 
     def __post_init__(self) -> None:
         if self.ffn_hidden is None:
@@ -55,6 +66,8 @@ class ARPGConfig:
             problems.append(f"head_dim {self.dim // self.n_head} must be a multiple of 4 for 2D RoPE")
         if self.grid_size < 1:
             problems.append(f"grid_size must be >= 1 (got {self.grid_size})")
+        if self.class_rope not in CLASS_ROPE_MODES:
+            problems.append(f"class_rope must be one of {CLASS_ROPE_MODES} (got {self.class_rope!r})")
         if self.vocab_size < 2 or self.num_classes < 1:
             problems.append("vocab_size must be >= 2 and num_classes >= 1")
         if problems:
@@ -115,9 +128,10 @@ ARPG_PRESETS: dict[str, dict[str, Any]] = {
     # Small models for CPU work. head_dim stays 64 except in the test-sized ones.
     "ARPG-S": dict(dim=512, n_layer=12, n_head=8, num_classes=1000),
     # The shipped demo model: 8x8 codes of 32x32 Animal-MNIST silhouettes, ~2.6M parameters, sized so it
-    # trains in well under an hour on 2 CPU cores.
+    # trains in well under an hour on 2 CPU cores. Trained from scratch, so it uses the attendable class key
+    # and class-aware queries (1000-step pilot: train loss 3.45 vs 3.53, class accuracy 68% vs 64%).
     "ARPG-demo": dict(dim=192, n_layer=6, n_head=3, vocab_size=256, num_classes=10, grid_size=8,
-                      multiple_of=64, **_NO_DROPOUT),
+                      multiple_of=64, class_rope="identity", class_queries=True, **_NO_DROPOUT),
     "ARPG-tiny": dict(dim=64, n_layer=4, n_head=4, vocab_size=64, num_classes=10, grid_size=8,
                       multiple_of=32, **_NO_DROPOUT),
     "ARPG-nano": dict(dim=32, n_layer=2, n_head=2, vocab_size=16, num_classes=4, grid_size=4,

@@ -166,8 +166,7 @@ class ARPG(nn.Module):
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         # Not stored in checkpoints: recomputed from the config.
-        self.register_buffer("rope", build_rope_table(cfg.grid_size, cfg.head_dim, cfg.rope_base),
-                             persistent=False)
+        self.register_buffer("rope", self.rope_table(), persistent=False)
         self.reset_parameters()
 
     @classmethod
@@ -184,11 +183,16 @@ class ARPG(nn.Module):
                 nn.init.ones_(m.weight)
         nn.init.zeros_(self.head.weight)
         if self.rope.device.type != "meta":
-            self.rope.copy_(build_rope_table(self.config.grid_size, self.config.head_dim, self.config.rope_base))
+            self.rope.copy_(self.rope_table())
 
     # ---------------------------------------------------------------------------------------------
     # Helpers
     # ---------------------------------------------------------------------------------------------
+    def rope_table(self) -> torch.Tensor:
+        """The RoPE table this config needs (a fresh CPU tensor; the ``rope`` buffer holds a copy)."""
+        c = self.config
+        return build_rope_table(c.grid_size, c.head_dim, c.rope_base, c.class_rope)
+
     def class_ids(self, labels: torch.Tensor) -> torch.Tensor:
         """Embedding rows for class labels; ``-1`` (or ``num_classes``) selects the null class."""
         labels = torch.where(labels < 0, torch.full_like(labels, self.config.num_classes), labels)
@@ -208,9 +212,13 @@ class ARPG(nn.Module):
         v = self.layers.to_v(h).view(B, T, cfg.n_head, cfg.head_dim)
         return k.transpose(1, 2), v.transpose(1, 2)
 
-    def _queries(self, B: int, T: int) -> torch.Tensor:
-        mask = self.embeddings.weight[self.config.mask_id]
-        return self.embed_dropout(mask.expand(B, T, -1))
+    def query_inputs(self, cls_ids: torch.Tensor, T: int) -> torch.Tensor:
+        """Pass-2 inputs [B, T, d]: the [MASK] embedding, plus the class embedding of each row's
+        ``cls_ids`` [B] (class or null rows) when the config has ``class_queries``."""
+        x = self.embeddings.weight[self.config.mask_id].expand(cls_ids.shape[0], T, -1)
+        if self.config.class_queries:
+            x = x + self.embeddings(cls_ids)[:, None]
+        return x
 
     def _logits(self, h: torch.Tensor) -> torch.Tensor:
         return self.head(self.norm(h)).float()
@@ -251,7 +259,7 @@ class ARPG(nn.Module):
         for blk in self.layers.self_dec:
             h = blk(h, rope_in)
         k, v = self._shared_kv(h, rope_in)
-        x = self._queries(B, n)
+        x = self.embed_dropout(self.query_inputs(cls_ids, n))
         for blk in self.layers.cross_dec:
             x = blk(x, rope_q, k, v, is_causal=True)
         return self._logits(x)
@@ -294,6 +302,10 @@ class ARPG(nn.Module):
             mask = torch.ones(T, start + T, dtype=torch.bool, device=ids.device).tril(diagonal=start)
         elif attention not in ATTENTION_MODES:
             raise ARPGError(f"attention must be one of {ATTENTION_MODES}, got {attention!r}")
+        if start == 0:
+            if not bool((cells[:, 0] == -1).all()):
+                raise ARPGError("the first token in an empty KV cache must be the class token (cell -1)")
+            cache.class_ids = ids[:, 0]  # what Pass-2 queries start from, with class_queries
         rope = self.rope[position_index(cells)]
         h = self.embeddings(ids)
         for i, blk in enumerate(self.layers.self_dec):
@@ -309,7 +321,9 @@ class ARPG(nn.Module):
         rope = self.rope[position_index(cells)]
         L = cache.length
         k, v = cache.shared_k[:, :, :L], cache.shared_v[:, :, :L]
-        x = self.embeddings.weight[self.config.mask_id].expand(B, Q, -1)
+        if cache.class_ids is None:
+            raise ARPGError("query() needs a KV cache that starts with the class token (call extend() first)")
+        x = self.query_inputs(cache.class_ids, Q)
         for blk in self.layers.cross_dec:
             x = blk(x, rope, k, v, is_causal=False)
         return self._logits(x)

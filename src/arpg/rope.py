@@ -4,7 +4,8 @@ Per head, the ``head_dim`` channels form ``head_dim/2`` rotary pairs of adjacent
 ``(x[2k], x[2k+1])``. The first half of the pairs rotates by the cell's row, the second half by its
 column, with frequencies ``base^(-2k/(head_dim/2))``. Row 0 of the table is the class token's slot and is
 all zeros (cos = sin = 0): the published weights were trained that way, so the class token's rotated q
-and k are exactly zero and only its value carries the label.
+and k are exactly zero and only its value carries the label. Models trained from scratch may use the
+identity rotation there instead (``ARPGConfig.class_rope = "identity"``).
 
 Tables are indexed by ``cell + 1`` (``0`` = class token), see :func:`position_index`.
 """
@@ -14,8 +15,12 @@ from __future__ import annotations
 import torch
 
 
-def build_rope_table(grid_size: int, head_dim: int, base: float = 10000.0) -> torch.Tensor:
-    """Return a float32 table ``[1 + grid_size**2, head_dim // 2, 2]`` of (cos, sin); row 0 is zeros."""
+def build_rope_table(grid_size: int, head_dim: int, base: float = 10000.0, class_slot: str = "zero") -> torch.Tensor:
+    """Return a float32 table ``[1 + grid_size**2, head_dim // 2, 2]`` of (cos, sin).
+
+    Row 0 (the class token) is all zeros for ``class_slot="zero"`` (published) or the identity rotation
+    (cos 1, sin 0) for ``"identity"``.
+    """
     if head_dim % 4:
         raise ValueError(f"head_dim must be a multiple of 4 for 2D RoPE, got {head_dim}")
     half = head_dim // 2  # rotary pairs
@@ -27,7 +32,12 @@ def build_rope_table(grid_size: int, head_dim: int, base: float = 10000.0) -> to
     cols = axis[None, :, :].expand(grid_size, grid_size, quarter)
     angles = torch.cat([rows, cols], dim=-1).reshape(grid_size * grid_size, half)
     table = torch.stack([angles.cos(), angles.sin()], dim=-1).float()
-    return torch.cat([torch.zeros(1, half, 2), table], dim=0)
+    if class_slot not in ("zero", "identity"):
+        raise ValueError(f"class_slot must be 'zero' or 'identity', got {class_slot!r}")
+    slot = torch.zeros(1, half, 2)
+    if class_slot == "identity":
+        slot[..., 0] = 1.0
+    return torch.cat([slot, table], dim=0)
 
 
 def position_index(cells: torch.Tensor) -> torch.Tensor:

@@ -64,7 +64,7 @@ def reference_generate(model: ARPG, labels: torch.Tensor, order: torch.Tensor, *
     pos = 0
     for i, c in enumerate(counts):
         cells = order[pos:pos + c].expand(rows, c)
-        x = model.embeddings.weight[cfg.mask_id].expand(rows, c, -1)
+        x = model.query_inputs(cls, c)
         rope = model.rope[position_index(cells)]
         for blk in model.layers.cross_dec:
             x = blk(x, rope, shared_k, shared_v, is_causal=False)

@@ -38,7 +38,6 @@ from ..config import ARPGConfig, get_preset
 from ..data.codes import CodeDataset, CodeIndex
 from ..errors import ARPGError
 from ..model import ARPG
-from ..rope import build_rope_table
 from . import checkpointing as ckpt
 from .distributed import (DistInfo, all_gather_objects, all_reduce_mean, barrier, init_distributed, shutdown,
                           wrap_model)
@@ -106,6 +105,25 @@ class TrainResult:
     checkpoint: Path | None
     final_weights: Path | None
     final_ema_weights: Path | None
+
+
+#: Config fields that change the computation without changing any tensor's shape, so a strict load of
+#: ``--init`` weights cannot catch a mismatch in them.
+SHAPELESS_FIELDS = ("grid_size", "rope_base", "norm_eps", "class_rope", "class_queries")
+
+
+def check_init_config(init_config: dict | None, model_cfg: ARPGConfig, path: str) -> None:
+    """Refuse ``--init`` weights whose stored config differs from the model's in a :data:`SHAPELESS_FIELDS`
+    field (files without a stored config, e.g. the released ``.pt`` ones, are not checked)."""
+    if not init_config:
+        return
+    # A field missing from an older file had its default value then.
+    defaults = {f.name: f.default for f in dataclasses.fields(ARPGConfig)}
+    diff = [f"{k}={init_config.get(k, defaults[k])!r} (model: {getattr(model_cfg, k)!r})" for k in SHAPELESS_FIELDS
+            if init_config.get(k, defaults[k]) != getattr(model_cfg, k)]
+    if diff:
+        raise ARPGError(f"--init {path} was trained with a different config: {'; '.join(diff)}; pass the same "
+                        "values with --set FIELD=VALUE")
 
 
 class NonFiniteLossError(ARPGError):
@@ -201,7 +219,8 @@ class Trainer:
         with torch.device(d.device):
             model = ARPG(dataclasses.replace(self.model_cfg, class_dropout=0.0))
         if cfg.init and resume_path is None:
-            sd, _ = read_checkpoint(cfg.init)
+            sd, extras = read_checkpoint(cfg.init)
+            check_init_config(extras.get("config"), self.model_cfg, cfg.init)
             load_state_strict(model, sd, cfg.init, suggest=suggest_preset)
         self.model = model
         self.wrapped = wrap_model(model, d, cfg.fsdp)
@@ -356,7 +375,7 @@ class Trainer:
         with torch.device("meta"):  # no random init: every weight is overwritten below
             model = ARPG(c)
         model = model.to_empty(device=device)
-        model.rope.copy_(build_rope_table(c.grid_size, c.head_dim, c.rope_base))
+        model.rope.copy_(model.rope_table())
         load_state_strict(model, sd, "training state")
         return model.eval()
 
