@@ -23,6 +23,8 @@ def build_rope_table(grid_size: int, head_dim: int, base: float = 10000.0, class
     """
     if head_dim % 4:
         raise ValueError(f"head_dim must be a multiple of 4 for 2D RoPE, got {head_dim}")
+    if class_slot not in ("zero", "identity"):
+        raise ValueError(f"class_slot must be 'zero' or 'identity', got {class_slot!r}")
     half = head_dim // 2  # rotary pairs
     quarter = half // 2  # pairs per axis
     freqs = base ** (-torch.arange(quarter, dtype=torch.float64) * 2.0 / half)
@@ -32,8 +34,6 @@ def build_rope_table(grid_size: int, head_dim: int, base: float = 10000.0, class
     cols = axis[None, :, :].expand(grid_size, grid_size, quarter)
     angles = torch.cat([rows, cols], dim=-1).reshape(grid_size * grid_size, half)
     table = torch.stack([angles.cos(), angles.sin()], dim=-1).float()
-    if class_slot not in ("zero", "identity"):
-        raise ValueError(f"class_slot must be 'zero' or 'identity', got {class_slot!r}")
     slot = torch.zeros(1, half, 2)
     if class_slot == "identity":
         slot[..., 0] = 1.0
