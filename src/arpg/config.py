@@ -12,16 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ARPGError
+from .rope import CLASS_ROPE_MODES
 
 
 def swiglu_hidden(dim: int, multiple_of: int = 256) -> int:
     """FFN width used by Llama/LlamaGen/ARPG: 2/3 of 4*dim, rounded up to a multiple of ``multiple_of``."""
     hidden = int(2 * (4 * dim) / 3)
     return multiple_of * ((hidden + multiple_of - 1) // multiple_of)
-
-
-#: RoPE of the class token: all zeros (published) or the identity rotation.
-CLASS_ROPE_MODES = ("zero", "identity")
 
 
 @dataclass

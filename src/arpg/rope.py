@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import torch
 
+#: RoPE of the class token: all zeros (published) or the identity rotation.
+CLASS_ROPE_MODES = ("zero", "identity")
+
 
 def build_rope_table(grid_size: int, head_dim: int, base: float = 10000.0, class_slot: str = "zero") -> torch.Tensor:
     """Return a float32 table ``[1 + grid_size**2, head_dim // 2, 2]`` of (cos, sin).
@@ -23,8 +26,8 @@ def build_rope_table(grid_size: int, head_dim: int, base: float = 10000.0, class
     """
     if head_dim % 4:
         raise ValueError(f"head_dim must be a multiple of 4 for 2D RoPE, got {head_dim}")
-    if class_slot not in ("zero", "identity"):
-        raise ValueError(f"class_slot must be 'zero' or 'identity', got {class_slot!r}")
+    if class_slot not in CLASS_ROPE_MODES:
+        raise ValueError(f"class_slot must be one of {CLASS_ROPE_MODES}, got {class_slot!r}")
     half = head_dim // 2  # rotary pairs
     quarter = half // 2  # pairs per axis
     freqs = base ** (-torch.arange(quarter, dtype=torch.float64) * 2.0 / half)
