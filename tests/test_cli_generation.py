@@ -24,7 +24,7 @@ def test_sample_writes_pngs_grid_and_metadata(weights, tmp_path):
     assert sorted(p.name for p in out.glob("0*.png")) == [f"{i:06d}.png" for i in range(4)]
     assert (out / "grid.png").exists() and np.load(out / "codes.npy").shape == (4, 16)
     meta = json.loads((out / "sample.json").read_text())
-    assert meta["labels"] == [1, 3, 1, 3] and meta["steps"] == 2
+    assert meta["labels"] == [1, 3, 1, 3] and meta["sampling"]["steps"] == 2
 
 
 @pytest.mark.parametrize("task,extra", [
@@ -48,7 +48,7 @@ def test_editing_commands(weights, tmp_path, task, extra):
     (["inpaint", "IMG", "--label", "2"], "exactly one of --mask"),
     (["inpaint", "IMG", "--label", "12", "--box", "0,0,8,8"], "label must be in 0..9"),
     (["outpaint", "IMG", "--label", "1", "--canvas", "8x8"], "smaller than the source"),
-    (["inpaint", "missing.png", "--label", "1", "--box", "0,0,8,8"], "image not found"),
+    (["inpaint", "missing.png", "--label", "1", "--box", "0,0,8,8"], "file not found: missing.png"),
     (["sample", "--labels", "1,99"], "labels must be in 0..9"),
 ])
 def test_cli_bad_input_one_line(weights, capsys, args, msg):

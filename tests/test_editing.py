@@ -109,7 +109,7 @@ def test_image_tasks_keep_known_cells(model, tok):
 
 
 @pytest.mark.parametrize("call,msg", [
-    (lambda m, t, img: inpaint_image(m, t, img, np.zeros((5, 5), bool), 1), "mask size"),
+    (lambda m, t, img: inpaint_image(m, t, img, np.zeros((5, 5), bool), 1), "the mask is 5x5 pixels"),
     (lambda m, t, img: inpaint_image(m, t, img, np.zeros(img.shape[:2], bool), 1), "mask is empty"),
     (lambda m, t, img: inpaint_image(m, t, img, np.ones(img.shape[:2], bool), 1), "covers the whole image"),
     (lambda m, t, img: inpaint_image(m, t, img, box=(0, 0, 4, 4), label=10), "label must be in 0..9"),

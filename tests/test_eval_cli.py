@@ -12,7 +12,7 @@ from arpg.eval import inception as inc
 from arpg.eval.fid import feature_stats
 from arpg.eval.inception import TinyStandIn, load_inception
 from arpg.eval.npz import write_npz
-from arpg.eval.recipes import get_recipe
+from arpg.sampling.recipes import get_recipe
 
 
 @pytest.fixture(scope="module")

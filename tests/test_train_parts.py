@@ -122,7 +122,7 @@ def test_checkpoint_helpers(tmp_path):
     with pytest.raises(CheckpointError, match="not an ARPG training checkpoint"):
         ck.load_checkpoint(tmp_path / "other.pt")
     (tmp_path / "junk.pt").write_bytes(b"\x00" * 50)
-    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+    with pytest.raises(CheckpointError, match="corrupt, truncated or not a torch file"):
         ck.load_checkpoint(tmp_path / "junk.pt")
     diffs = ck.describe_differences({"lr": 1e-4, "betas": [0.9, 0.95], "seed": 0},
                                     {"lr": 2e-4, "betas": [0.9, 0.99], "seed": 0})

@@ -161,7 +161,7 @@ def test_cli_one_line_errors(folder, tmp_path, capsys):
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"\x80\x02garbage" * 50)
     rc, err = _cli(["--data", folder, "--out", tmp_path / "z", "--resume", junk], capsys)
-    assert rc == 2 and "not a readable checkpoint" in err and "\n" not in err
+    assert rc == 2 and "corrupt, truncated or not a torch file" in err and "\n" not in err
     foreign = tmp_path / "foreign.pt"
     torch.save({"model": {"w": torch.ones(2)}}, foreign)
     rc, err = _cli(["--data", folder, "--out", tmp_path / "z", "--resume", foreign], capsys)

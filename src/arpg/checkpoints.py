@@ -14,57 +14,20 @@ users download these files from the internet.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
 from .config import ARPG_PRESETS, ARPGConfig, get_preset
-from .errors import CheckpointError
+from .errors import ARPGError, CheckpointError
+from .fileio import atomic_torch_save, atomic_write, load_torch_file, temp_beside  # noqa: F401 (re-exported)
 
 STATE_KEYS = ("ema", "state_dict", "model", "module")  # order of preference when several are present
 PREFIXES = ("module.", "_orig_mod.")
-
-
-# ------------------------------------------------------------------------------------------------
-# Atomic writes
-# ------------------------------------------------------------------------------------------------
-def temp_beside(path: Path, suffix: str = ".tmp") -> str:
-    """A new empty temp file in ``path``'s folder (same file system, so ``os.replace`` is atomic)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
-    return tmp
-
-
-def atomic_write(path: str | os.PathLike, write_fn) -> None:
-    """Write ``path`` via ``write_fn(tmp_path)`` into a temp file in the same folder, fsync, then rename.
-
-    A crash (even ``kill -9``) mid-write leaves the previous file intact.
-    """
-    path = Path(path)
-    tmp = temp_beside(path)
-    try:
-        write_fn(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -85,18 +48,6 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     return _unwrap(obj, path)
 
 
-def load_torch_file(path: str | os.PathLike) -> Any:
-    """``torch.load(weights_only=True)`` with a one-line :class:`CheckpointError` for unreadable files."""
-    try:
-        # Training scripts store their argparse arguments beside the weights; a Namespace holds only plain
-        # data, so allowing it keeps the weights_only guarantee (no code runs).
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt, truncated, foreign or code-carrying pickles all land here
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path} is not a readable checkpoint ({msg[:160]})") from None
-
-
 def _looks_like_safetensors(head: bytes) -> bool:
     if len(head) < 9:
         return False
@@ -114,10 +65,15 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
     except Exception as e:
         raise CheckpointError(f"{path} is not a readable safetensors file ({str(e)[:160]})") from None
     extras: dict[str, Any] = {}
-    for key in ("config", "arpg_config", "vq_config"):
-        if key in meta:
-            extras["config"] = json.loads(meta[key])
-            extras["config_kind"] = key
+    try:
+        for key in ("config", "arpg_config", "vq_config"):
+            if key in meta:
+                extras["config"] = json.loads(meta[key])
+                extras["config_kind"] = key
+        if "sampling" in meta:
+            extras["sampling"] = json.loads(meta["sampling"])
+    except ValueError as e:
+        raise CheckpointError(f"{path} has unreadable metadata ({e})") from None
     return sd, extras
 
 
@@ -239,6 +195,13 @@ def load_model(path: str | os.PathLike, preset: str | None = None, *, device: st
     model = model.to_empty(device=device)
     model.reset_parameters()  # fills the non-persistent RoPE table
     load_state_strict(model, {k: v for k, v in sd.items()}, path, suggest=suggest_preset)
+    if "sampling" in extras:
+        from .sampling.settings import SamplingConfig
+
+        try:
+            model.sampling = SamplingConfig.from_dict(extras["sampling"]).validate()
+        except (TypeError, ARPGError) as e:
+            raise CheckpointError(f"{path} stores invalid sampling settings ({e})") from None
     if dtype is not None:
         model = model.to(dtype)
     return model.eval()
@@ -250,5 +213,7 @@ def save_model(model, path: str | os.PathLike, metadata: Mapping[str, str] | Non
 
     sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     meta = {"arpg_config": model.config.to_json(), "format": "arpg"}
+    if getattr(model, "sampling", None) is not None:
+        meta["sampling"] = json.dumps(model.sampling.to_dict())
     meta.update(metadata or {})
     atomic_write(path, lambda tmp: save_file(sd, tmp, metadata=meta))

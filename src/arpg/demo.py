@@ -18,9 +18,9 @@ import torch
 
 from .checkpoints import load_model
 from .data.animal_mnist import CLASS_NAMES, load_split, padded
-from .demo_assets import demo_card, demo_paths, recipe_for
+from .demo_assets import demo_card, demo_paths
 from .editing.images import edit_image, expand_image, inpaint_image, outpaint_image
-from .sampling import generate
+from .sampling import generate, recommended_sampling
 from .tokenizer import load_tokenizer, to_uint8
 from .visual import make_grid, to_pil
 
@@ -65,9 +65,8 @@ def _run_demo(out: str | Path, *, samples_per_class: int = 8, steps: int | None 
     model = load_model(model_path or paths.model)
     tok = load_tokenizer(tokenizer_path or paths.tokenizer)
     card = demo_card()
-    recipe = {k: v for k, v in recipe_for(model).items() if k in ("steps", "cfg_scale", "cfg_schedule", "temperature")}
-    if steps is not None:
-        recipe["steps"] = steps
+    sampling = recommended_sampling(model).replace(steps=steps).validate(model.config.n_cells)
+    recipe = {"sampling": sampling}
     f = tok.downsample
     g = model.config.grid_size
     gen = torch.Generator().manual_seed(seed)
@@ -83,8 +82,9 @@ def _run_demo(out: str | Path, *, samples_per_class: int = 8, steps: int | None 
     grid = make_grid(images, ncol=samples_per_class)
     to_pil(grid, SCALE).save(out / "samples.png")
     sections.append(("Class-conditional samples", "samples.png",
-                     f"{len(labels)} images, one row per class ({', '.join(CLASS_NAMES)}), {recipe['steps']} steps, "
-                     f"guidance {recipe.get('cfg_scale', 1.0)}: {timings['generate']:.2f} s "
+                     f"{len(labels)} images, one row per class ({', '.join(CLASS_NAMES)}), {sampling.steps} steps, "
+                     f"guidance {sampling.cfg_scale} ({sampling.cfg_schedule}), temperature {sampling.temperature}: "
+                     f"{timings['generate']:.2f} s "
                      f"({len(labels) / timings['generate']:.1f} img/s, decoding included)"))
     log(f"[demo] generated {len(labels)} samples in {timings['generate']:.2f} s")
 

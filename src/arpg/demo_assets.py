@@ -39,16 +39,3 @@ def demo_paths(check: bool = True) -> DemoPaths:
 def demo_card() -> dict[str, Any]:
     p = demo_paths(check=False).card
     return json.loads(p.read_text()) if p.exists() else {}
-
-
-def recipe_for(model) -> dict[str, Any]:
-    """Sampling defaults when the user gives none: the pinned recipe for the model's shape (published
-    checkpoints and the demo model, see :mod:`arpg.eval.recipes`), else 32 steps without guidance."""
-    from .eval.recipes import get_recipe, recipe_name_for
-
-    name = recipe_name_for(model.config)
-    if name is None:
-        return dict(steps=min(32, model.config.n_cells), cfg_scale=1.0)
-    r = get_recipe(name)
-    return dict(steps=r.steps, cfg_scale=r.cfg_scale, cfg_schedule=r.cfg_schedule, step_schedule=r.step_schedule,
-                temperature=r.temperature, top_k=r.top_k, top_p=r.top_p)

@@ -1,8 +1,19 @@
-"""Argument helpers shared by several sub-commands."""
+"""Argument checking shared by every sub-command: typed argparse helpers and the one-line parser.
+
+Every number, device, dtype and path a user types is checked here, at parse time, before any model is
+loaded or any progress bar starts. A bad value ends the command with one line on stderr
+(``arpg COMMAND: error: argument --x: ...``) and exit status 2.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -10,6 +21,103 @@ from ..errors import ARPGError
 
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
           "fp16": torch.float16, "float16": torch.float16}
+#: Image formats an output image may be written as (by its file extension).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+#: Seeds go to torch.Generator.manual_seed, which takes 64-bit values.
+MAX_SEED = 2**63 - 1
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (argparse prints the usage block first by default)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        message = " ".join(message.split())
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# ------------------------------------------------------------------------------------------------
+# Numbers
+# ------------------------------------------------------------------------------------------------
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def _float(text: str) -> float:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def int_range(lo: int | None = None, hi: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer in ``lo..hi`` (either bound may be None)."""
+    def parse(text: str) -> int:
+        value = _int(text)
+        if lo is not None and value < lo:
+            raise argparse.ArgumentTypeError(f"must be >= {lo}, got {value}")
+        if hi is not None and value > hi:
+            raise argparse.ArgumentTypeError(f"must be <= {hi}, got {value}")
+        return value
+    parse.__name__ = "integer"
+    return parse
+
+
+def float_range(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
+                hi_open: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite float in the interval (open ends where asked)."""
+    def parse(text: str) -> float:
+        value = _float(text)
+        if lo is not None and (value <= lo if lo_open else value < lo):
+            raise argparse.ArgumentTypeError(f"must be {'>' if lo_open else '>='} {lo}, got {text}")
+        if hi is not None and (value >= hi if hi_open else value > hi):
+            raise argparse.ArgumentTypeError(f"must be {'<' if hi_open else '<='} {hi}, got {text}")
+        return value
+    parse.__name__ = "number"
+    return parse
+
+
+positive_int = int_range(1)
+nonneg_int = int_range(0)
+seed_int = int_range(0, MAX_SEED)
+finite_float = float_range()
+positive_float = float_range(0.0, lo_open=True)
+nonneg_float = float_range(0.0)
+#: top-p: a probability mass in (0, 1]
+probability = float_range(0.0, 1.0, lo_open=True)
+#: EMA decay: 0 (off) or a value below 1
+decay = float_range(0.0, 1.0, hi_open=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# Devices and dtypes
+# ------------------------------------------------------------------------------------------------
+def device_name(text: str) -> str:
+    """An argparse type: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (checked against this machine)."""
+    name = str(text).strip().lower()
+    if not _DEVICE_RE.match(name):
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}; use auto, cpu, cuda, cuda:N or mps")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(f"device {text!r} requested but CUDA is not available here")
+        if ":" in name and int(name.split(":")[1]) >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(f"device {text!r}: this machine has {torch.cuda.device_count()} GPU(s)")
+    if name == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise argparse.ArgumentTypeError("device 'mps' requested but MPS is not available here")
+    return name
+
+
+def dtype_name(text: str) -> str:
+    """An argparse type: fp32 / bf16 / fp16 (and their long names)."""
+    if str(text).lower() not in DTYPES:
+        raise argparse.ArgumentTypeError(f"unknown dtype {text!r}; choose one of fp32, bf16, fp16")
+    return str(text).lower()
 
 
 def parse_dtype(name: str) -> torch.dtype:
@@ -22,11 +130,78 @@ def parse_dtype(name: str) -> torch.dtype:
 def pick_device(name: str | None) -> torch.device:
     if name in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ARPGError(f"device {name!r} requested but CUDA is not available")
-    return torch.device(name)
+    try:
+        return torch.device(device_name(name))
+    except argparse.ArgumentTypeError as e:
+        raise ARPGError(str(e)) from None
 
 
 def add_device_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    p.add_argument("--dtype", default="fp32", help="compute dtype via autocast: fp32 (default), bf16, fp16")
+    p.add_argument("--device", default="auto", type=device_name, help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--dtype", default="fp32", type=dtype_name,
+                   help="compute dtype via autocast: fp32 (default), bf16, fp16")
+
+
+# ------------------------------------------------------------------------------------------------
+# Paths
+# ------------------------------------------------------------------------------------------------
+def _writable_ancestor(path: Path) -> None:
+    """Raise unless ``path`` could be created: no file on the way, and the nearest existing folder takes a
+    new file (probed by creating one: permission bits alone say nothing for root or read-only mounts)."""
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{path}: {parent} is a file, not a folder")
+    probe = path if path.is_dir() else parent
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".arpg-probe-", dir=probe)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise argparse.ArgumentTypeError(f"{path}: cannot write into {probe} ({e.strerror or e})") from None
+
+
+def output_dir(text: str) -> Path:
+    """An argparse type: a folder to write into (existing or to be made)."""
+    path = Path(text).expanduser()
+    if str(text).strip() == "":
+        raise argparse.ArgumentTypeError("the output folder must not be empty")
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} exists and is a file, not a folder")
+    _writable_ancestor(path)
+    return path
+
+
+def output_file(suffixes: tuple[str, ...] | None = None) -> Callable[[str], Path]:
+    """An argparse type: a file to write (its folder is made if missing); ``suffixes`` restricts the extension."""
+    def parse(text: str) -> Path:
+        path = Path(text).expanduser()
+        if str(text).strip() == "" or path.name in ("", ".", ".."):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a file name")
+        if path.is_dir():
+            raise argparse.ArgumentTypeError(f"{path} is a folder; give a file name")
+        if suffixes is not None and path.suffix.lower() not in suffixes:
+            got = f"extension {path.suffix!r}" if path.suffix else "no extension"
+            raise argparse.ArgumentTypeError(f"{path} has {got}; use one of {', '.join(suffixes)}")
+        _writable_ancestor(path)
+        return path
+    parse.__name__ = "path"
+    return parse
+
+
+def input_file(text: str) -> Path:
+    """An argparse type: an existing, readable file."""
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"file not found: {path}")
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a folder, not a file")
+    if not os.access(path, os.R_OK):
+        raise argparse.ArgumentTypeError(f"{path} is not readable")
+    return path
+
+
+def explicit(args: argparse.Namespace, name: str) -> bool:
+    """Whether the user typed ``--name`` (flags that mean 'not given' default to None)."""
+    return getattr(args, name, None) is not None

@@ -11,15 +11,18 @@ import numpy as np
 import torch
 
 from ..errors import ARPGError
-from .sample import add_sampling_args, load_pair, sampling_kwargs
-from ._common import parse_dtype, pick_device
+from .sample import add_sampling_args, load_pair, sampling_config
+from ..editing.canvas import MAX_CANVAS_FACTOR
+from ._common import IMAGE_SUFFIXES, input_file, int_range, output_file, parse_dtype, pick_device, positive_int
 
 
-def _pair(text: str, what: str) -> tuple[int, int]:
+def _pair(text: str, what: str, minimum: int) -> tuple[int, int]:
     try:
         a, b = (int(v) for v in text.lower().replace("x", ",").split(","))
     except ValueError:
-        raise ARPGError(f"{what} must be two integers like 64x96 or 64,96, got {text!r}") from None
+        raise ARPGError(f"{what} must be two integers HEIGHTxWIDTH like 64x96 (or 64,96), got {text!r}") from None
+    if a < minimum or b < minimum:
+        raise ARPGError(f"{what} {a}x{b} (height x width): both must be >= {minimum}")
     return a, b
 
 
@@ -32,60 +35,64 @@ def register(sub: argparse._SubParsersAction) -> None:
     }
     for name, help_text in specs.items():
         p = sub.add_parser(name, help=help_text)
-        p.add_argument("image", help="input image (PNG/JPEG); size must be a multiple of the tokenizer's factor")
+        p.add_argument("image", type=input_file,
+                       help="input image (PNG/JPEG); size must be a multiple of the tokenizer's factor")
         p.add_argument("--label", type=int, required=True,
                        help="class to generate under" + (" (the NEW class)" if name == "edit" else ""))
         if name in ("inpaint", "edit"):
-            p.add_argument("--mask", default=None, help="mask PNG, same size as the image; white = regenerate")
+            p.add_argument("--mask", default=None, type=input_file,
+                           help="mask PNG, same size as the image; white = regenerate")
             p.add_argument("--box", default=None, help="region to regenerate as x0,y0,x1,y1 pixels (x1, y1 exclusive)")
         if name == "outpaint":
             p.add_argument("--canvas", required=True, help="canvas size HEIGHTxWIDTH in pixels, e.g. 32x64")
-            p.add_argument("--offset", default=None, help="where the image goes, Y,X pixels (default: centred)")
+            p.add_argument("--offset", default=None, help="where the image goes, Y,X pixels from the top-left "
+                           "(default: centred)")
         if name != "expand":
             p.add_argument("--decode-all", action="store_true",
                            help="output the tokenizer's decode of every pixel (default: pixels outside the mask, "
                                 "or the source on the canvas, come back exactly)")
         if name == "expand":
-            p.add_argument("--factor", type=int, default=2, help="upsampling factor (default 2)")
+            p.add_argument("--factor", type=int_range(2), default=2, help="upsampling factor (default 2)")
         if name in ("outpaint", "expand"):
-            p.add_argument("--stride", type=int, default=None, help="window stride in cells (default: half a window)")
-        p.add_argument("--num", type=int, default=1, help="number of variations")
+            p.add_argument("--stride", type=positive_int, default=None,
+                           help="window stride in cells, at most the model's grid (default: half a window)")
+            p.add_argument("--force", action="store_true", help="decode canvases beyond the size limit "
+                           f"({MAX_CANVAS_FACTOR}x the model's cells), however long it takes")
+        p.add_argument("--num", type=positive_int, default=1, help="number of variations")
         p.add_argument("--model", default=None, help="ARPG checkpoint (default: the shipped demo model)")
         p.add_argument("--tokenizer", default=None, help="tokenizer checkpoint (default: the shipped demo tokenizer)")
-        p.add_argument("--out", default=f"{name}.png", help="output image (variations get _1, _2, ... suffixes)")
+        p.add_argument("--out", type=output_file(IMAGE_SUFFIXES), default=Path(f"{name}.png"),
+                       help="output image, .png/.jpg/...; variations get _1, _2, ... suffixes and a .json record "
+                            "goes beside it")
         p.add_argument("--save-codes", action="store_true", help="also write the code grid as .npy beside the image")
         add_sampling_args(p)
         p.set_defaults(func=run, task=name)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..demo_assets import recipe_for
     from ..editing import edit_image, expand_image, inpaint_image, outpaint_image
     from ..visual import to_pil
 
-    if not Path(args.image).exists():
-        raise ARPGError(f"image not found: {args.image}")
-    if args.num < 1:
-        raise ARPGError(f"--num must be >= 1, got {args.num}")
+    if args.task in ("inpaint", "edit") and (args.mask is None) == (args.box is None):
+        raise ARPGError("give exactly one of --mask PNG or --box x0,y0,x1,y1")
+    canvas = _pair(args.canvas, "--canvas", 1) if args.task == "outpaint" else None
+    offset = _pair(args.offset, "--offset", 0) if getattr(args, "offset", None) else None
     device = pick_device(args.device)
     model, tok = load_pair(args.model, args.tokenizer, device)
-    kw = sampling_kwargs(args, recipe_for(model))
-    kw["generator"] = torch.Generator(device=device).manual_seed(args.seed)
-    kw["dtype"] = parse_dtype(args.dtype)
+    sampling = sampling_config(args, model)
+    kw = dict(sampling=sampling, generator=torch.Generator(device=device).manual_seed(args.seed),
+              dtype=parse_dtype(args.dtype))
     t0 = time.perf_counter()
     if args.task in ("inpaint", "edit"):
-        if (args.mask is None) == (args.box is None):
-            raise ARPGError("give exactly one of --mask PNG or --box x0,y0,x1,y1")
         fn = inpaint_image if args.task == "inpaint" else edit_image
         res = fn(model, tok, args.image, args.mask, args.label, box=args.box, num=args.num,
                  keep_pixels=not args.decode_all, **kw)
     elif args.task == "outpaint":
-        offset = _pair(args.offset, "--offset") if args.offset else None
-        res = outpaint_image(model, tok, args.image, _pair(args.canvas, "--canvas"), offset, args.label,
-                             num=args.num, stride=args.stride, keep_pixels=not args.decode_all, **kw)
+        res = outpaint_image(model, tok, args.image, canvas, offset, args.label, num=args.num, stride=args.stride,
+                             keep_pixels=not args.decode_all, force=args.force, progress=True, **kw)
     else:
         res = expand_image(model, tok, args.image, args.label, factor=args.factor, num=args.num,
-                           stride=args.stride, **kw)
+                           stride=args.stride, force=args.force, progress=True, **kw)
     seconds = time.perf_counter() - t0
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -96,10 +103,11 @@ def run(args: argparse.Namespace) -> int:
         written.append(str(path))
         if args.save_codes:
             np.save(path.with_suffix(".codes.npy"), res["codes"][i].cpu().numpy())
-    meta = dict(task=args.task, image=args.image, label=args.label, seconds=round(seconds, 3), outputs=written,
+    meta = dict(task=args.task, image=str(args.image), label=args.label, seed=args.seed, dtype=args.dtype,
+                seconds=round(seconds, 3), outputs=written,
                 known_cells=int(res["known"].sum()), total_cells=int(res["known"].numel()),
-                keep_pixels=args.task != "expand" and not args.decode_all,
-                **{k: v for k, v in kw.items() if k not in ("generator", "dtype")})
+                keep_pixels=args.task != "expand" and not args.decode_all, sampling=sampling.to_dict(),
+                steps_note="a hole or window with fewer unknown cells than steps takes one step per cell")
     out.with_suffix(".json").write_text(json.dumps(meta, indent=2, default=str))
     print(f"wrote {', '.join(written)} ({seconds:.2f} s, {meta['total_cells'] - meta['known_cells']} of "
           f"{meta['total_cells']} cells generated)")

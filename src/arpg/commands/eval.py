@@ -13,14 +13,14 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..checkpoints import atomic_write
+from ..fileio import atomic_write
 from ..errors import ARPGError
 from ..eval.fid import FeatureStats, frechet_distance
 from ..eval.inception import features_from_batches, load_inception
 from ..eval.inception_score import inception_score
 from ..eval.npz import ImageSource, load_reference, open_images
 from ..eval.prdc import precision_recall
-from ..eval.recipes import get_recipe, recipe_names
+from ..sampling.recipes import get_recipe, recipe_names
 from ._common import pick_device
 
 RECIPE_FILE = "recipe.json"

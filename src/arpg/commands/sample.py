@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 
@@ -11,44 +12,39 @@ import numpy as np
 import torch
 
 from ..errors import ARPGError
-from ._common import add_device_args, parse_dtype, pick_device
+from ..model import ATTENTION_MODES
+from ..sampling.guidance import CFG_SCHEDULES
+from ..sampling.orders import ORDERS
+from ..sampling.sampler import resolve_sampling
+from ..sampling.settings import SamplingConfig
+from ._common import (add_device_args, finite_float, output_dir, parse_dtype, pick_device, positive_float,
+                      positive_int, probability, seed_int)
 
 
-def add_sampling_args(p: argparse.ArgumentParser, steps: int | None = None, cfg: float | None = None) -> None:
-    """Sampling options shared by ``sample`` and the editing commands (defaults: the model's recipe)."""
-    g = p.add_argument_group("sampling")
-    g.add_argument("--steps", type=int, default=steps, help="decoding steps (default: the model's recipe)")
-    g.add_argument("--cfg-scale", type=float, default=cfg, help="guidance scale; 1 disables (default: recipe)")
-    g.add_argument("--cfg-schedule", default=None, choices=["linear", "constant"], help="default: recipe")
+def add_sampling_args(p: argparse.ArgumentParser) -> None:
+    """Sampling options shared by ``sample`` and the editing commands (defaults: the model's recommended
+    settings, :func:`arpg.sampling.recommended_sampling`)."""
+    g = p.add_argument_group("sampling (defaults: the model's recommended settings)")
+    g.add_argument("--steps", type=positive_int, default=None, help="decoding steps")
+    g.add_argument("--cfg-scale", type=finite_float, default=None, help="guidance scale; 1 disables")
+    g.add_argument("--cfg-schedule", default=None, choices=list(CFG_SCHEDULES))
     g.add_argument("--step-schedule", default=None,
-                   help="arccos (published), cosine, linear, or comma-separated counts per step (default: recipe)")
-    g.add_argument("--temperature", type=float, default=None, help="default: recipe")
-    g.add_argument("--top-k", type=int, default=None)
-    g.add_argument("--top-p", type=float, default=None)
-    g.add_argument("--order", default="random",
-                   help="random, shared-random, raster, alternate, z-curve, spiral-in, spiral-out")
-    g.add_argument("--attention", default="block", choices=["block", "causal"])
-    g.add_argument("--seed", type=int, default=0)
+                   help="arccos (published), cosine, linear, or comma-separated counts per step (then --steps "
+                        "is their number)")
+    g.add_argument("--temperature", type=positive_float, default=None)
+    g.add_argument("--top-k", type=positive_int, default=None)
+    g.add_argument("--top-p", type=probability, default=None)
+    g.add_argument("--order", default=None, choices=list(ORDERS))
+    g.add_argument("--attention", default=None, choices=list(ATTENTION_MODES))
+    g.add_argument("--seed", type=seed_int, default=0)
     add_device_args(p)
 
 
-def sampling_kwargs(args: argparse.Namespace, defaults: dict) -> dict:
-    """Keyword arguments for :func:`arpg.generate` from parsed CLI options."""
-    def pick(name: str, fallback):
-        value = getattr(args, name)
-        return value if value is not None else defaults.get(name, fallback)
-
-    schedule = pick("step_schedule", "arccos")
-    if isinstance(schedule, str) and ("," in schedule or schedule.isdigit()):
-        try:
-            schedule = [int(x) for x in schedule.split(",")]
-        except ValueError:
-            raise ARPGError(f"--step-schedule: expected a name or comma-separated integers, got {schedule!r}") from None
-    return dict(
-        steps=pick("steps", 32), cfg_scale=pick("cfg_scale", 1.0), cfg_schedule=pick("cfg_schedule", "linear"),
-        step_schedule=schedule, temperature=pick("temperature", 1.0), top_k=pick("top_k", None),
-        top_p=pick("top_p", None), order=args.order, attention=args.attention,
-    )
+def sampling_config(args: argparse.Namespace, model) -> SamplingConfig:
+    """The settings to use: every option typed on the command line, the model's recommended ones for the
+    rest (explicit options always win)."""
+    given = {k: getattr(args, k) for k in SamplingConfig.fields() if getattr(args, k, None) is not None}
+    return resolve_sampling(model, None, **given).validate()
 
 
 def load_pair(model_path: str | None, tokenizer_path: str | None, device: torch.device):
@@ -83,8 +79,32 @@ def parse_labels(text: str | None, num: int, num_classes: int) -> torch.Tensor:
     bad = [x for x in base if not 0 <= x < num_classes]
     if bad:
         raise ARPGError(f"labels must be in 0..{num_classes - 1}; got {bad[:5]}")
-    n = num or len(base)
+    n = len(base) if num is None else num
     return torch.tensor([base[i % len(base)] for i in range(n)])
+
+
+def prepare_sample_folder(out: Path) -> list[Path]:
+    """Check that ``out`` may receive a sample, and return the files of a previous ``arpg sample`` run in it.
+
+    ``out`` must be missing, empty, or a folder this command wrote before (it holds ``sample.json``); then the
+    previous run's images, grid, codes and record are removed once the new sample is written, so stale
+    PNGs never sit beside a new ``sample.json``. Any other non-empty folder is refused.
+    """
+    if not out.exists() or not any(out.iterdir()):
+        return []
+    record = out / "sample.json"
+    if not record.is_file():
+        raise ARPGError(f"--out {out} is not empty and holds no sample.json from an earlier arpg sample; "
+                        "choose an empty or new folder")
+    try:
+        files = json.loads(record.read_text()).get("files")
+    except (OSError, ValueError, AttributeError):
+        files = None
+    if isinstance(files, list):
+        old = [out / Path(str(f)).name for f in files]
+    else:  # a record from before files were listed: its images are the numbered PNGs
+        old = [p for p in out.iterdir() if re.fullmatch(r"\d{6}\.png", p.name)]
+    return [p for p in old + [out / "grid.png", out / "codes.npy", record] if p.is_file()]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -92,9 +112,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, help="ARPG checkpoint (default: the shipped demo model)")
     p.add_argument("--tokenizer", default=None, help="VQ tokenizer checkpoint (default: the shipped demo tokenizer)")
     p.add_argument("--labels", default=None, help="comma-separated class ids, or 'all' (default: all classes)")
-    p.add_argument("--num", type=int, default=0, help="number of images (default: one per label)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--out", default="samples", help="output folder")
+    p.add_argument("--num", type=positive_int, default=None, help="number of images (default: one per label)")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="images per decoding batch (default 32)")
+    p.add_argument("--out", type=output_dir, default=Path("samples"),
+                   help="output folder: new, empty, or one an earlier arpg sample wrote (its files are replaced)")
     p.add_argument("--save-codes", action="store_true", help="also write codes.npy")
     add_sampling_args(p)
     p.set_defaults(func=run)
@@ -102,30 +123,33 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .. import generate
-    from ..demo_assets import recipe_for
     from ..tokenizer import to_uint8
     from ..visual import make_grid, save_images, to_pil
 
+    out = Path(args.out)
+    stale = prepare_sample_folder(out)
     device = pick_device(args.device)
     dtype = parse_dtype(args.dtype)
     model, tok = load_pair(args.model, args.tokenizer, device)
     labels = parse_labels(args.labels, args.num, model.config.num_classes).to(device)
-    kwargs = sampling_kwargs(args, recipe_for(model))
+    sampling = sampling_config(args, model)
     gen = torch.Generator(device=device).manual_seed(args.seed)
     t0 = time.perf_counter()
-    codes = generate(model, labels, generator=gen, dtype=dtype, batch_size=args.batch_size, progress=True, **kwargs)
+    codes = generate(model, labels, sampling=sampling, generator=gen, dtype=dtype, batch_size=args.batch_size,
+                     progress=True)
     t_gen = time.perf_counter() - t0
     with torch.no_grad():
         images = to_uint8(tok.decode(codes, grid=(model.config.grid_size,) * 2, batch_size=args.batch_size))
-    out = Path(args.out)
-    save_images(images, out)
+    for p in stale:
+        p.unlink()
+    written = save_images(images, out)
     ncol = min(len(images), 10)
     to_pil(make_grid(images, ncol=ncol), scale=max(1, 256 // images.shape[1] // 2)).save(out / "grid.png")
     if args.save_codes:
         np.save(out / "codes.npy", codes.cpu().numpy())
     meta = dict(labels=labels.tolist(), seed=args.seed, dtype=args.dtype, model=args.model or "shipped demo",
-                tokenizer=args.tokenizer or "shipped demo", seconds=round(t_gen, 3),
-                **{k: v for k, v in kwargs.items()})
+                tokenizer=args.tokenizer or "shipped demo", seconds=round(t_gen, 3), sampling=sampling.to_dict(),
+                files=[p.name for p in written])
     (out / "sample.json").write_text(json.dumps(meta, indent=2))
     print(f"wrote {len(images)} images and grid.png to {out} ({t_gen:.2f} s sampling, "
           f"{len(images) / t_gen:.1f} img/s)")

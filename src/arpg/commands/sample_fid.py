@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..eval.recipes import get_recipe, recipe_name_for
+    from ..sampling.recipes import get_recipe, recipe_name_for
     from ..eval.sample_fid import sample_for_eval
     from ..train.distributed import barrier, init_distributed, shutdown
     from .sample import load_pair

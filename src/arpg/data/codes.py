@@ -25,8 +25,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..checkpoints import atomic_write
 from ..errors import ARPGError
+from ..fileio import atomic_write, load_npy
 
 INDEX_NAME = "index.json"
 FORMAT = "arpg-codes"
@@ -195,11 +195,8 @@ class CodeDataset(torch.utils.data.Dataset):
         self._codes: list[np.ndarray] = []
         labels = []
         for s in self.index.shards:
-            try:
-                c = np.load(self.root / s["codes"], mmap_mode="r")
-                y = np.load(self.root / s["labels"], mmap_mode="r")
-            except (OSError, ValueError) as e:
-                raise ARPGError(f"cannot read shard {s['codes']} of {self.root}: {e}") from None
+            c = load_npy(self.root / s["codes"], "code shard", mmap=True)
+            y = load_npy(self.root / s["labels"], "label shard", mmap=True)
             want = (s["count"], self.index.num_crops, self.index.n_cells)
             if tuple(c.shape) != want or len(y) != s["count"]:
                 raise ARPGError(f"shard {s['codes']} of {self.root} has shape {list(c.shape)}, "
@@ -214,6 +211,22 @@ class CodeDataset(torch.utils.data.Dataset):
                             f"not num_samples {self.index.num_samples}")
         if self.index.num_samples == 0:
             raise ARPGError(f"{self.root} holds no samples")
+
+    def check_ranges(self, vocab_size: int, num_classes: int) -> None:
+        """Refuse shards whose codes or labels fall outside the model's vocabulary / classes (one line naming
+        the shard, the bad value and the range). Reads every shard once (memory-mapped, in slices)."""
+        for s, codes, start, stop in zip(self.index.shards, self._codes, self._starts[:-1], self._starts[1:]):
+            labels = self.labels[start:stop]
+            if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+                bad = int(labels.min()) if labels.min() < 0 else int(labels.max())
+                raise ARPGError(f"shard {s['labels']} of {self.root} holds label {bad}, outside the model's "
+                                f"classes 0..{num_classes - 1}")
+            for i in range(0, len(codes), 4096):
+                part = np.asarray(codes[i:i + 4096])
+                lo, hi = int(part.min()), int(part.max())
+                if lo < 0 or hi >= vocab_size:
+                    raise ARPGError(f"shard {s['codes']} of {self.root} holds code {lo if lo < 0 else hi}, outside "
+                                    f"the model's vocabulary 0..{vocab_size - 1}")
 
     def __len__(self) -> int:
         return self.index.num_samples

@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from ..checkpoints import atomic_write
+from ..fileio import atomic_write
 from ..errors import ARPGError
 from .codes import CodeIndex, code_dtype, save_npy, shard_names
 from .crops import CROP_MODES, make_crops, to_model_input

@@ -23,7 +23,7 @@ from PIL import Image
 
 from ..errors import ARPGError
 from ..vq.images import from_uint8, to_uint8
-from .canvas import fill_canvas
+from .canvas import MAX_CANVAS_FACTOR, check_canvas_size, fill_canvas
 from .masks import box_mask, cell_mask, load_mask
 
 
@@ -42,6 +42,8 @@ def read_image(image: Any, channels: int) -> np.ndarray:
 
 def _check_label(model, label: int) -> None:
     n = model.config.num_classes
+    if isinstance(label, bool) or not isinstance(label, (int, np.integer)):
+        raise ARPGError(f"label must be an integer class id, got {label!r}")
     if not 0 <= int(label) < n:
         raise ARPGError(f"label must be in 0..{n - 1}, got {label}")
 
@@ -70,14 +72,21 @@ def _paste(decoded: np.ndarray, source: np.ndarray, keep: np.ndarray) -> np.ndar
     return np.where(keep[None, :, :, None], source[None], decoded)
 
 
+def _check_num(num: int) -> None:
+    if isinstance(num, bool) or not isinstance(num, int) or num < 1:
+        raise ARPGError(f"num must be a positive integer, got {num!r}")
+
+
 def inpaint_image(model, tok, image: Any, mask: Any = None, label: int = 0, *, box=None, num: int = 1,
                   keep_pixels: bool = True, **sampling: Any) -> dict[str, Any]:
     """Regenerate the masked pixels' cells under ``label``. ``mask``: array / PNG / PIL (True = regenerate)
     or ``box=(x0, y0, x1, y1)``. ``num`` variations are made in one batch. ``keep_pixels``: unmasked
     pixels come back exactly (see the module docstring)."""
     _check_label(model, label)
+    _check_num(num)
     img = read_image(image, tok.config.in_channels)
     H, W = img.shape[:2]
+    tok.grid_shape(H, W)  # the image's size is checked first: its error names the image, not the mask
     if (mask is None) == (box is None):
         raise ARPGError("give exactly one of a mask or a box")
     pix = box_mask(H, W, box) if box is not None else load_mask(mask, H, W)
@@ -101,22 +110,25 @@ def edit_image(model, tok, image: Any, mask: Any = None, new_label: int = 0, **k
 
 def outpaint_image(model, tok, image: Any, canvas: tuple[int, int], offset: tuple[int, int] | None = None,
                    label: int = 0, *, num: int = 1, stride: int | None = None, keep_pixels: bool = True,
-                   **sampling: Any) -> dict[str, Any]:
+                   force: bool = False, progress: bool = False, **sampling: Any) -> dict[str, Any]:
     """Place ``image`` on a larger canvas of ``canvas = (height, width)`` pixels at ``offset = (y, x)``
     (default: centred, snapped to the token grid) and generate everything around it. ``keep_pixels``:
-    the source rectangle comes back exactly (see the module docstring)."""
+    the source rectangle comes back exactly (see the module docstring). Canvases beyond
+    :data:`MAX_CANVAS_FACTOR` times the model's cells are refused unless ``force``."""
     _check_label(model, label)
+    _check_num(num)
     img = read_image(image, tok.config.in_channels)
     H, W = img.shape[:2]
     f = tok.downsample
     tok.grid_shape(H, W)
     CH, CW = canvas
     if CH < H or CW < W:
-        raise ARPGError(f"canvas {CW}x{CH} is smaller than the source image {W}x{H}")
+        raise ARPGError(f"canvas {CH}x{CW} is smaller than the source image {H}x{W} (height x width)")
     if CH == H and CW == W:
         raise ARPGError("the canvas equals the image: nothing to outpaint (use inpaint to redo a region)")
     if CH % f or CW % f:
-        raise ARPGError(f"canvas size {CW}x{CH} is not a multiple of the tokenizer's factor {f}")
+        raise ARPGError(f"canvas size {CH}x{CW} (height x width) is not a multiple of the tokenizer's factor {f}")
+    check_canvas_size(model, CH // f, CW // f, force)
     if offset is None:
         offset = ((CH - H) // 2 // f * f, (CW - W) // 2 // f * f)
     oy, ox = offset
@@ -133,7 +145,7 @@ def outpaint_image(model, tok, image: Any, canvas: tuple[int, int], offset: tupl
     device = model.embeddings.weight.device
     labels = torch.full((num,), int(label), dtype=torch.long)
     out, log = fill_canvas(model, _repeat(codes, num).to(device), known.to(device), labels, stride=stride,
-                           return_log=True, **sampling)
+                           return_log=True, progress=progress, **sampling)
     decoded = _decode(tok, out)
     images = decoded
     if keep_pixels:
@@ -143,19 +155,25 @@ def outpaint_image(model, tok, image: Any, canvas: tuple[int, int], offset: tupl
 
 
 def expand_image(model, tok, image: Any, label: int = 0, *, factor: int = 2, num: int = 1,
-                 lattice: int | None = None, stride: int | None = None, **sampling: Any) -> dict[str, Any]:
+                 lattice: int | None = None, stride: int | None = None, force: bool = False,
+                 progress: bool = False, **sampling: Any) -> dict[str, Any]:
     """Resolution expansion: upsample by ``factor`` (bicubic), tokenise on the larger grid, keep the cells on
     a stride-``lattice`` lattice (default ``factor``) as known, and regenerate the rest window by window.
 
     Limits: the model only ever saw objects at its training scale, so the regenerated cells add plausible
     texture rather than true detail; the kept lattice holds the layout (1 / lattice^2 of the cells).
+    Expanded grids beyond :data:`MAX_CANVAS_FACTOR` times the model's cells are refused unless ``force``.
     """
     _check_label(model, label)
-    if factor < 2:
-        raise ARPGError(f"factor must be >= 2, got {factor}")
+    _check_num(num)
+    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 2:
+        raise ARPGError(f"factor must be an integer >= 2, got {factor!r}")
+    if lattice is not None and (not isinstance(lattice, int) or lattice < 1):
+        raise ARPGError(f"lattice must be a positive integer, got {lattice!r}")
     img = read_image(image, tok.config.in_channels)
     H, W = img.shape[:2]
-    tok.grid_shape(H, W)
+    h0, w0 = tok.grid_shape(H, W)
+    check_canvas_size(model, h0 * factor, w0 * factor, force)
     pil = Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)
     big = np.asarray(pil.resize((W * factor, H * factor), Image.BICUBIC))
     big = big[..., None] if big.ndim == 2 else big
@@ -168,5 +186,6 @@ def expand_image(model, tok, image: Any, label: int = 0, *, factor: int = 2, num
     known[::lattice, ::lattice] = True
     device = model.embeddings.weight.device
     labels = torch.full((num,), int(label), dtype=torch.long)
-    out = fill_canvas(model, _repeat(codes.cpu(), num).to(device), known.to(device), labels, stride=stride, **sampling)
+    out = fill_canvas(model, _repeat(codes.cpu(), num).to(device), known.to(device), labels, stride=stride,
+                      progress=progress, **sampling)
     return dict(images=_decode(tok, out), codes=out, known=known, upsampled=big)

@@ -22,7 +22,8 @@ def box_mask(height: int, width: int, box: tuple[int, int, int, int] | str) -> n
         raise ARPGError(f"a box needs 4 numbers x0,y0,x1,y1, got {len(box)}")
     x0, y0, x1, y1 = box
     if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
-        raise ARPGError(f"box {x0},{y0},{x1},{y1} is empty or outside the {width}x{height} image")
+        raise ARPGError(f"box {x0},{y0},{x1},{y1} is empty or outside the image of {height}x{width} pixels "
+                        "(height x width)")
     m = np.zeros((height, width), dtype=bool)
     m[y0:y1, x0:x1] = True
     return m
@@ -44,7 +45,8 @@ def load_mask(mask: Any, height: int, width: int) -> np.ndarray:
             mask = mask[..., 0]
         mask = mask > (127 if mask.dtype == np.uint8 else 0)
     if mask.shape != (height, width):
-        raise ARPGError(f"mask size {mask.shape[1]}x{mask.shape[0]} differs from the image size {width}x{height}")
+        raise ARPGError(f"the mask is {mask.shape[0]}x{mask.shape[1]} pixels but the image is {height}x{width} "
+                        "(height x width)")
     return mask
 
 
@@ -52,5 +54,5 @@ def cell_mask(pixel_mask: np.ndarray, factor: int) -> np.ndarray:
     """Cells [h, w] to regenerate: a cell is unknown if ANY of its ``factor x factor`` pixels is masked."""
     H, W = pixel_mask.shape
     if H % factor or W % factor:
-        raise ARPGError(f"mask size {W}x{H} is not a multiple of the tokenizer's factor {factor}")
+        raise ARPGError(f"mask size {H}x{W} (height x width) is not a multiple of the tokenizer's factor {factor}")
     return pixel_mask.reshape(H // factor, factor, W // factor, factor).any(axis=(1, 3))

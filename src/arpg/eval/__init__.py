@@ -1,14 +1,13 @@
-"""Evaluation: FID, Inception Score, precision/recall, the FID Inception network, sample files, recipes."""
+"""Evaluation: FID, Inception Score, precision/recall, the FID Inception network, sample files."""
 
 from .fid import FeatureStats, feature_stats, frechet_distance
 from .inception import FeatureExtractor, FIDInceptionV3, load_inception, stand_in_extractor
 from .inception_score import inception_score
 from .npz import load_reference, open_images, write_npz
 from .prdc import precision_recall
-from .recipes import Recipe, get_recipe, recipe_names
 
 __all__ = [
-    "FIDInceptionV3", "FeatureExtractor", "FeatureStats", "Recipe", "feature_stats", "frechet_distance",
-    "get_recipe", "inception_score", "load_inception", "load_reference", "open_images", "precision_recall",
-    "recipe_names", "stand_in_extractor", "write_npz",
+    "FIDInceptionV3", "FeatureExtractor", "FeatureStats", "feature_stats", "frechet_distance",
+    "inception_score", "load_inception", "load_reference", "open_images", "precision_recall",
+    "stand_in_extractor", "write_npz",
 ]

@@ -155,7 +155,7 @@ def reconstruction_ceiling(tok, clf) -> dict[str, float]:
 
 def main() -> None:  # pragma: no cover - long-running measurement
     from ..checkpoints import load_model
-    from ..demo_assets import recipe_for
+    from ..sampling import recommended_sampling
     from ..tokenizer import load_tokenizer
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -170,7 +170,7 @@ def main() -> None:  # pragma: no cover - long-running measurement
     model = load_model(args.model or paths.model)
     tok = load_tokenizer(args.tokenizer or paths.tokenizer)
     clf = load_classifier(CLASSIFIER)
-    recipe = {k: v for k, v in recipe_for(model).items() if k in ("steps", "cfg_scale", "cfg_schedule", "temperature")}
+    recipe = {k: v for k, v in recommended_sampling(model).to_dict().items() if k in ("steps", "cfg_scale", "cfg_schedule", "temperature")}
     if args.cfg_scale is not None:
         recipe["cfg_scale"] = args.cfg_scale
     held, held_y = load_split("heldout")

@@ -24,7 +24,7 @@ from ..errors import ARPGError
 from ..sampling import generate
 from ..visual import save_images
 from .npz import folder_to_npz
-from .recipes import Recipe
+from ..sampling.recipes import Recipe
 
 SEED_STRIDE = 1_000_003
 

@@ -15,16 +15,18 @@ returned unchanged.
 from __future__ import annotations
 
 import contextlib
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
 from ..errors import ARPGError
-from ..model import ATTENTION_MODES, ARPG
-from .guidance import CFG_SCHEDULES, apply_guidance, guidance_weight, sample_tokens
+from ..model import ARPG
+from .guidance import apply_guidance, guidance_weight, sample_tokens
 from .orders import make_orders
+from .recipes import recommended_sampling
 from .schedules import step_counts
+from .settings import SamplingConfig, parse_step_schedule
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None):
@@ -33,21 +35,63 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def _check_args(model: ARPG, labels: torch.Tensor, temperature: float, top_k, top_p, attention: str,
-                cfg_schedule: str) -> None:
-    if labels.dim() != 1:
-        raise ARPGError(f"labels must be a 1-D sequence of class ids, got shape {list(labels.shape)}")
-    model.check_labels(labels)
-    if not temperature > 0:
-        raise ARPGError(f"temperature must be > 0, got {temperature}")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise ARPGError(f"top_p must be in (0, 1], got {top_p}")
-    if top_k is not None and top_k < 1:
-        raise ARPGError(f"top_k must be >= 1, got {top_k}")
-    if attention not in ATTENTION_MODES:
-        raise ARPGError(f"attention must be one of {', '.join(ATTENTION_MODES)}, got {attention!r}")
-    if cfg_schedule not in CFG_SCHEDULES:
-        raise ARPGError(f"cfg_schedule must be one of {', '.join(CFG_SCHEDULES)}, got {cfg_schedule!r}")
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free for a new allocation on ``device`` (None when unknown)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def sampling_bytes(cfg, rows: int, max_queries: int, itemsize: int) -> int:
+    """A lower estimate of the memory one decoding batch of ``rows`` (guidance doubles them) needs: the
+    preallocated KV cache of every Pass-1 layer plus the shared Pass-2 keys/values, and the float32 logits,
+    probabilities and filtering copies of the widest step."""
+    seq = cfg.n_cells + 1
+    cache = rows * seq * cfg.dim * 2 * (cfg.n_layer // 2 + 1) * itemsize
+    logits = rows * max_queries * cfg.vocab_size * 4 * 3
+    return cache + logits
+
+
+def check_memory(model: ARPG, batch: int, guided: bool, max_queries: int, dtype: torch.dtype | None) -> None:
+    """Refuse, with one line, a batch whose decoding cannot fit in the device's free memory."""
+    device = model.embeddings.weight.device
+    free = available_memory(device)
+    if free is None:
+        return
+    itemsize = (dtype if dtype not in (None, torch.float32) else model.embeddings.weight.dtype).itemsize
+    rows = batch * (2 if guided else 1)
+    need = sampling_bytes(model.config, rows, max_queries, itemsize)
+    if need > 0.9 * free:
+        per = sampling_bytes(model.config, 2 if guided else 1, max_queries, itemsize)
+        fits = max(1, int(0.9 * free // per))
+        raise ARPGError(f"a decoding batch of {batch} needs about {need / 2**30:.1f} GiB but {device} has "
+                        f"{free / 2**30:.1f} GiB free; use a batch size of at most {fits}")
+
+
+def resolve_sampling(model: ARPG, sampling: SamplingConfig | None = None, **given: Any) -> SamplingConfig:
+    """The settings a call uses: each argument given (not None) wins, then ``sampling``, then the model's
+    recommended settings (:func:`~arpg.sampling.recipes.recommended_sampling`). An explicit step list sets
+    ``steps`` to its length; an explicit ``steps`` that disagrees with an explicit list is refused."""
+    base = sampling if sampling is not None else recommended_sampling(model)
+    if not isinstance(base, SamplingConfig):
+        raise ARPGError(f"sampling must be a SamplingConfig, got {type(base).__name__}")
+    if given.get("step_schedule") is not None:
+        given["step_schedule"] = parse_step_schedule(given["step_schedule"])
+    cfg = base.replace(**given)
+    if isinstance(cfg.step_schedule, tuple):
+        n = len(cfg.step_schedule)
+        if given.get("steps") is not None and given["steps"] != n:
+            raise ARPGError(f"steps={given['steps']} contradicts the explicit step_schedule of {n} counts; give one "
+                            "of them")
+        cfg = cfg.replace(steps=n)
+    return cfg
 
 
 @torch.inference_mode()
@@ -55,16 +99,17 @@ def generate(
     model: ARPG,
     labels: torch.Tensor | Sequence[int],
     *,
-    steps: int = 64,
-    cfg_scale: float = 1.0,
-    cfg_schedule: str = "linear",
-    step_schedule: str | Sequence[int] = "arccos",
-    temperature: float = 1.0,
+    steps: int | None = None,
+    cfg_scale: float | None = None,
+    cfg_schedule: str | None = None,
+    step_schedule: str | Sequence[int] | None = None,
+    temperature: float | None = None,
     top_k: int | None = None,
     top_p: float | None = None,
-    order: str | Sequence[int] | torch.Tensor = "random",
-    attention: str = "block",
+    order: str | Sequence[int] | torch.Tensor | None = None,
+    attention: str | None = None,
     generator: torch.Generator | None = None,
+    sampling: SamplingConfig | None = None,
     known_codes: torch.Tensor | None = None,
     known_mask: torch.Tensor | None = None,
     dtype: torch.dtype | None = None,
@@ -73,10 +118,15 @@ def generate(
 ) -> torch.Tensor:
     """Sample codes with randomized parallel decoding.
 
+    Every sampling argument left as None takes the model's recommended value: ``sampling`` if given, else
+    the settings stored with the model or the pinned recipe of its architecture (the paper's for ARPG-L /
+    XL / XXL, the tuned one for the shipped demo model; see :func:`~arpg.sampling.recipes.recommended_sampling`).
+    Explicit arguments always win. :func:`resolve_sampling` returns exactly what a call will use.
+
     Args:
         model: an :class:`~arpg.ARPG` (put in eval mode by this call).
         labels: class ids [B] in ``0..num_classes-1``.
-        steps: decoding steps (ignored when ``step_schedule`` is an explicit list).
+        steps: decoding steps (an explicit ``step_schedule`` list fixes them; a contradicting value is refused).
         cfg_scale: classifier-free guidance scale ``w``; 1.0 disables guidance (no doubled batch).
         cfg_schedule: ``"linear"`` (``w_s = 1 + (w-1) * decoded_after_s / unknown``, published) or ``"constant"``.
         step_schedule: ``"arccos"`` (published), ``"cosine"``, ``"linear"`` or explicit per-step counts.
@@ -87,6 +137,7 @@ def generate(
             order's sequence and known cells are fed in it too.
         attention: ``"block"`` (tokens fed in one step see each other, as published) or ``"causal"``.
         generator: a ``torch.Generator`` on the model's device for reproducible sampling.
+        sampling: a :class:`~arpg.sampling.settings.SamplingConfig` to start from instead of the model's.
         known_codes, known_mask: prefilled cells, LongTensor / BoolTensor [B, n] (raster order).
         dtype: autocast dtype (``torch.bfloat16`` recommended on GPU); None = the model's dtype. A model
             converted once with ``model.to(torch.bfloat16)`` needs no autocast and is faster on a CPU
@@ -98,7 +149,17 @@ def generate(
     cfg = model.config
     device = model.embeddings.weight.device
     labels = torch.as_tensor(labels, dtype=torch.long, device=device)
-    _check_args(model, labels, temperature, top_k, top_p, attention, cfg_schedule)
+    if labels.dim() != 1:
+        raise ARPGError(f"labels must be a 1-D sequence of class ids, got shape {list(labels.shape)}")
+    model.check_labels(labels)
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise ARPGError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    named_order = order if isinstance(order, str) else None
+    sc = resolve_sampling(model, sampling, steps=steps, cfg_scale=cfg_scale, cfg_schedule=cfg_schedule,
+                          step_schedule=step_schedule, temperature=temperature, top_k=top_k, top_p=top_p,
+                          order=named_order, attention=attention).validate()
+    if order is None or named_order is not None:
+        order = sc.order
     B, n = labels.shape[0], cfg.n_cells
     if known_mask is not None or known_codes is not None:
         if known_mask is None or known_codes is None:
@@ -117,11 +178,19 @@ def generate(
     model.eval()
 
     chunk = batch_size or B
+    unknown_max = n if known_mask is None else int((~known_mask).sum(dim=1).max())
+    if isinstance(sc.step_schedule, str) and unknown_max > 0:
+        widest = max(step_counts(unknown_max, min(sc.steps, unknown_max), sc.step_schedule))
+    else:
+        widest = max(sc.step_schedule) if known_mask is None else n
+    check_memory(model, min(chunk, B), sc.cfg_scale != 1.0, widest, dtype)
     starts = range(0, B, chunk)
     out = torch.empty(B, n, dtype=torch.long, device=device)
     bar = tqdm(total=B, desc="sampling", unit="img", disable=not progress)
-    opts = dict(steps=steps, cfg_scale=cfg_scale, cfg_schedule=cfg_schedule, step_schedule=step_schedule,
-                temperature=temperature, top_k=top_k, top_p=top_p, attention=attention, generator=generator)
+    opts = dict(steps=sc.steps, cfg_scale=sc.cfg_scale, cfg_schedule=sc.cfg_schedule,
+                step_schedule=list(sc.step_schedule) if isinstance(sc.step_schedule, tuple) else sc.step_schedule,
+                temperature=sc.temperature, top_k=sc.top_k, top_p=sc.top_p, attention=sc.attention,
+                generator=generator)
     with _autocast(device, dtype):
         for s in starts:
             sl = slice(s, s + chunk)

@@ -34,7 +34,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import torch
 
-from ..checkpoints import atomic_write
+from ..fileio import atomic_write, load_torch_file
 from ..errors import CheckpointError
 
 FORMAT = "arpg-train"
@@ -100,13 +100,7 @@ def save_checkpoint(state: Mapping[str, Any], run_dir: str | os.PathLike, step: 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read a training checkpoint (no code is unpickled); one-line :class:`CheckpointError` otherwise."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as e:
-        msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise CheckpointError(f"{path} is not a readable checkpoint ({msg[:160]})") from None
+    obj = load_torch_file(path, "training checkpoint", mmap=True)
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an ARPG training checkpoint (use it with --init or arpg convert)")
     return obj

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..checkpoints import atomic_torch_save, atomic_write, load_torch_file
+from ..fileio import atomic_torch_save, atomic_write, load_torch_file
 from ..errors import ARPGError, CheckpointError
 from ..vq import VQTokenizer, get_vq_preset, save_tokenizer
 from ..vq.discriminator import PatchDiscriminator, hinge_d_loss, hinge_g_loss

@@ -13,7 +13,8 @@ from typing import Any, Mapping
 
 import torch
 
-from ..checkpoints import atomic_write, load_state_strict, read_checkpoint
+from ..checkpoints import load_state_strict, read_checkpoint
+from ..fileio import atomic_write
 from ..errors import CheckpointError
 from .config import VQ_PRESETS, VQConfig, get_vq_preset
 from .model import VQTokenizer

@@ -1,9 +1,14 @@
 """One pinned sampling recipe per published checkpoint, selectable by name.
 
 An FID is only comparable with the paper's when every sampling knob matches; these recipes fix them all
-(DESIGN §3: arccos step schedule, linear guidance, temperature 1, no top-k / top-p, 64 steps, guidance
-5.0 / 6.0 / 7.5 for L / XL / XXL) together with the seed and the label layout (50 images per class,
-class-major). ``to_dict()`` is what gets written beside samples and into every results file.
+(the paper's settings: arccos step schedule, linear guidance, temperature 1, no top-k / top-p, 64 steps,
+guidance 5.0 / 6.0 / 7.5 for L / XL / XXL) together with the seed and the label layout (50 images per
+class, class-major). ``to_dict()`` is what gets written beside samples and into every results file.
+
+A recipe's :attr:`Recipe.sampling` part is also what a model recommends when the caller gives no setting:
+:func:`recommended_sampling` finds it for a model (its own stored settings first, then the recipe of its
+architecture), and :func:`arpg.generate`, the editing functions and the CLI fill every unset argument
+from it.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from ..config import get_preset
 from ..errors import ARPGError
+from .settings import SamplingConfig
 
 LABEL_LAYOUT = "class-major: labels = arange(num_classes).repeat_interleave(per_class)"
 
@@ -46,6 +53,11 @@ class Recipe:
     def num_samples(self) -> int:
         return self.num_classes * self.per_class
 
+    @property
+    def sampling(self) -> SamplingConfig:
+        """The sampling part of the recipe."""
+        return SamplingConfig.from_dict(dataclasses.asdict(self))
+
     def labels(self) -> np.ndarray:
         """The class label of every sample index, int64 ``[num_samples]`` (class-major)."""
         return np.repeat(np.arange(self.num_classes, dtype=np.int64), self.per_class)
@@ -66,7 +78,7 @@ class Recipe:
         return dataclasses.replace(self, **changes)
 
 
-_PAPER = "arXiv 2503.10568 (ARPG), 64-step ImageNet-256 results; DESIGN §3"
+_PAPER = "arXiv 2503.10568 (ARPG), 64-step ImageNet-256 results"
 
 RECIPES: dict[str, Recipe] = {
     r.name: r for r in [
@@ -99,10 +111,24 @@ def get_recipe(name: str) -> Recipe:
 
 def recipe_name_for(config) -> str | None:
     """The pinned recipe whose preset has this model's shape (None when no recipe fits)."""
-    from ..config import get_preset
-
     for r in RECIPES.values():
         p = get_preset(r.preset)
         if (p.dim, p.n_layer, p.n_cells, p.vocab_size) == (config.dim, config.n_layer, config.n_cells, config.vocab_size):
             return r.name
     return None
+
+
+def generic_sampling(config) -> SamplingConfig:
+    """Settings for a model nobody recommended any for: the published schedules, no guidance, and 64 steps
+    (the paper's) or one step per cell for grids smaller than that."""
+    return SamplingConfig(steps=min(64, config.n_cells), cfg_scale=1.0)
+
+
+def recommended_sampling(model) -> SamplingConfig:
+    """The settings a model recommends: ``model.sampling`` when set (stored with its weights), else the
+    pinned recipe of its architecture (published presets, the demo model), else :func:`generic_sampling`."""
+    own = getattr(model, "sampling", None)
+    if isinstance(own, SamplingConfig):
+        return own
+    name = recipe_name_for(model.config)
+    return get_recipe(name).sampling if name else generic_sampling(model.config)

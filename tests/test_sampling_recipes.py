@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from arpg.errors import ARPGError
-from arpg.eval.recipes import get_recipe, recipe_names
+from arpg.sampling.recipes import get_recipe, recipe_names
 
 
 def test_published_recipes_match_the_paper_settings():

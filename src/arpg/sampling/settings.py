@@ -1,0 +1,118 @@
+"""Sampling settings as one typed value.
+
+A :class:`SamplingConfig` holds every knob that decides which images the sampler draws (apart from the
+random generator): steps, step schedule, guidance scale and schedule, temperature, top-k / top-p, order
+and attention. :func:`arpg.generate`, the editing functions, ``sample-fid`` recipes, the demo and the
+CLI all pass this value on, and it is what gets written beside results, so a file never claims settings
+that were not used. :meth:`SamplingConfig.validate` is the one place the values are checked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from ..errors import ARPGError
+from ..model import ATTENTION_MODES
+from .guidance import CFG_SCHEDULES
+from .orders import ORDERS
+from .schedules import SCHEDULES as STEP_SCHEDULES
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Sampling settings; see :func:`arpg.generate` for what each means."""
+
+    steps: int = 64
+    step_schedule: str | tuple[int, ...] = "arccos"
+    cfg_scale: float = 1.0
+    cfg_schedule: str = "linear"
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    order: str = "random"
+    attention: str = "block"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.step_schedule, (list, tuple)):  # hashable, and equal however it was given
+            object.__setattr__(self, "step_schedule", tuple(int(c) for c in self.step_schedule))
+
+    @classmethod
+    def fields(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    def replace(self, **changes: Any) -> "SamplingConfig":
+        """A copy with the given fields changed; ``None`` values are ignored (they mean 'not given')."""
+        bad = sorted(set(changes) - set(self.fields()))
+        if bad:
+            raise ARPGError(f"unknown sampling setting(s) {', '.join(bad)}; valid: {', '.join(self.fields())}")
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        if isinstance(d["step_schedule"], tuple):
+            d["step_schedule"] = list(d["step_schedule"])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "SamplingConfig":
+        """The sampling fields of ``d`` (other keys, e.g. a recipe's seed, are ignored)."""
+        nullable = ("top_k", "top_p")
+        return cls(**{k: d[k] for k in cls.fields() if k in d and (d[k] is not None or k in nullable)})
+
+    def validate(self, unknown_cells: int | None = None) -> "SamplingConfig":
+        """Check every value; one-line :class:`ARPGError` naming the first bad one. ``unknown_cells``: when
+        known, ``steps`` must not exceed it (a step decodes at least one cell)."""
+        def bad(name: str, want: str, got: Any) -> None:
+            raise ARPGError(f"{name} must be {want}, got {got!r}")
+
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            bad("steps", "a positive integer", self.steps)
+        if isinstance(self.step_schedule, str):
+            if self.step_schedule not in STEP_SCHEDULES:
+                bad("step_schedule", f"one of {', '.join(STEP_SCHEDULES)} or a list of counts", self.step_schedule)
+            if unknown_cells is not None and self.steps > unknown_cells:
+                raise ARPGError(f"steps must be in 1..{unknown_cells} (one cell per step at least), got {self.steps}")
+        elif not self.step_schedule or min(self.step_schedule) < 1:
+            bad("step_schedule", "a list of positive counts", list(self.step_schedule))
+        elif unknown_cells is not None and sum(self.step_schedule) != unknown_cells:
+            raise ARPGError(f"step_schedule counts must sum to the {unknown_cells} cells to decode, got "
+                            f"{sum(self.step_schedule)} over {len(self.step_schedule)} steps")
+        for name in ("cfg_scale", "temperature"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                bad(name, "a finite number", v)
+        if self.temperature <= 0:
+            bad("temperature", "> 0", self.temperature)
+        if self.cfg_schedule not in CFG_SCHEDULES:
+            bad("cfg_schedule", f"one of {', '.join(CFG_SCHEDULES)}", self.cfg_schedule)
+        if self.top_k is not None and (isinstance(self.top_k, bool) or not isinstance(self.top_k, int)
+                                       or self.top_k < 1):
+            bad("top_k", "a positive integer or None", self.top_k)
+        if self.top_p is not None and (not isinstance(self.top_p, (int, float)) or not 0 < self.top_p <= 1):
+            bad("top_p", "in (0, 1] or None", self.top_p)
+        if not isinstance(self.order, str) or self.order not in ORDERS:
+            bad("order", f"one of {', '.join(ORDERS)}", self.order)
+        if self.attention not in ATTENTION_MODES:
+            bad("attention", f"one of {', '.join(ATTENTION_MODES)}", self.attention)
+        return self
+
+    @property
+    def decode_steps(self) -> int:
+        """Steps actually taken: the explicit schedule's length when there is one."""
+        return len(self.step_schedule) if isinstance(self.step_schedule, tuple) else self.steps
+
+
+def parse_step_schedule(value: str | Sequence[int]) -> str | tuple[int, ...]:
+    """A schedule name, or counts given as a list or as ``"8,16,40"``."""
+    if isinstance(value, str):
+        text = value.strip()
+        if "," in text or text.isdigit():
+            try:
+                return tuple(int(x) for x in text.split(",") if x.strip())
+            except ValueError:
+                raise ARPGError(f"step_schedule: expected a name or comma-separated integers, got {value!r}") from None
+        return text
+    return tuple(int(c) for c in value)
