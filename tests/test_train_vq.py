@@ -70,7 +70,7 @@ def test_resume_continues_exactly(folder, tmp_path):
     a.run()
     b = VQTrainer(_cfg(folder, tmp_path / "b", **kw), progress=False)
     b.run(stop_at=6)  # "crash" after step 6: the last checkpoint is step 4
-    assert [p.name for p in b.checkpoints()] == ["step_0000004.pt"]
+    assert [p.name for p in b.checkpoints()] == ["step-00000004.pt"]
     torch.manual_seed(999)  # a resumed process starts from different global RNG state
     b2 = VQTrainer(_cfg(folder, tmp_path / "b", **kw), resume="auto", progress=False)
     assert b2.step == 4
@@ -85,7 +85,7 @@ def test_resume_continues_exactly(folder, tmp_path):
     assert {"g_adv", "d_loss", "perceptual", "reseeded"} <= set().union(*log("a"))
     sa, sb = a.model.state_dict(), b2.model.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
-    assert [p.name for p in b2.checkpoints()] == ["step_0000004.pt", "step_0000008.pt"]
+    assert [p.name for p in b2.checkpoints()] == ["step-00000004.pt", "step-00000008.pt"]
 
 
 def test_reseed_dead_codes(folder, tmp_path):

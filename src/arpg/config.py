@@ -21,6 +21,29 @@ def swiglu_hidden(dim: int, multiple_of: int = 256) -> int:
     return multiple_of * ((hidden + multiple_of - 1) // multiple_of)
 
 
+_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+
+
+def check_field_types(obj: Any) -> list[str]:
+    """Problems with a dataclass's field values against their annotations (``int``, ``float``, ``str``,
+    ``bool``, optionally ``| None``), so that e.g. ``dim="abc"`` from a command line is one clear line."""
+    problems = []
+    for f in dataclasses.fields(obj):
+        ann = str(f.type).replace(" ", "")
+        nullable = ann.endswith("|None")
+        base = ann[:-5] if nullable else ann
+        if base not in _TYPES:
+            continue
+        v = getattr(obj, f.name)
+        if v is None and nullable:
+            continue
+        ok = isinstance(v, _TYPES[base]) and (base == "bool" or not isinstance(v, bool))
+        if not ok:
+            problems.append(f"{f.name} must be {'an integer' if base == 'int' else 'a ' + base}"
+                            f"{' or null' if nullable else ''} (got {v!r})")
+    return problems
+
+
 @dataclass
 class ARPGConfig:
     """Hyper-parameters of the two-pass ARPG transformer.
@@ -52,9 +75,18 @@ class ARPGConfig:
     class_queries: bool = False
 
     def __post_init__(self) -> None:
+        problems = check_field_types(self)
+        if problems:
+            raise ARPGError("invalid ARPGConfig: " + "; ".join(problems))
         if self.ffn_hidden is None:
             self.ffn_hidden = swiglu_hidden(self.dim, self.multiple_of)
-        problems = []
+        if min(self.dim, self.ffn_hidden, self.multiple_of) < 1:
+            problems.append("dim, ffn_hidden and multiple_of must be >= 1")
+        if not (self.norm_eps > 0 and self.rope_base > 0):
+            problems.append(f"norm_eps and rope_base must be > 0 (got {self.norm_eps}, {self.rope_base})")
+        for name in ("class_dropout", "embed_dropout", "resid_dropout", "ffn_dropout"):
+            if not 0 <= getattr(self, name) <= 1:
+                problems.append(f"{name} must be in [0, 1] (got {getattr(self, name)})")
         if self.n_layer < 2 or self.n_layer % 2:
             problems.append(f"n_layer must be even and >= 2 (got {self.n_layer})")
         if self.n_head < 1 or self.dim % self.n_head:
@@ -118,7 +150,7 @@ class ARPGConfig:
 _NO_DROPOUT = dict(class_dropout=0.1, embed_dropout=0.0, resid_dropout=0.0, ffn_dropout=0.0)
 
 ARPG_PRESETS: dict[str, dict[str, Any]] = {
-    # Published models (DESIGN §2). Parameter counts 319,845,376 / 718,997,760 / 1,302,449,664.
+    # Published models (arXiv 2503.10568). Parameter counts 319,845,376 / 718,997,760 / 1,302,449,664.
     "ARPG-L": dict(dim=1024, n_layer=24, n_head=16),
     "ARPG-XL": dict(dim=1280, n_layer=36, n_head=20),
     "ARPG-XXL": dict(dim=1536, n_layer=48, n_head=24),

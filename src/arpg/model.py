@@ -6,7 +6,7 @@ value projection. Pass 2 ("cross" / guided decoder): ``n_layer/2`` blocks over q
 the [MASK] embedding; each block's query projection is rotated to the *target* cell, attends to the shared
 K/V, then runs its FFN. Output: RMSNorm and a linear head.
 
-Module names and shapes follow the published checkpoints exactly (see DESIGN §2), so their state dicts
+Module names and shapes follow the published checkpoints exactly, so their state dicts
 load with ``strict=True``.
 
 Training uses :meth:`ARPG.forward` (teacher forcing, causal in both passes). Decoding uses

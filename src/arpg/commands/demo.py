@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from ..errors import ARPGError
+from ._common import output_dir, positive_int, seed_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the demo on the shipped weights (or rebuild them with --retrain)")
-    p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
-    p.add_argument("--samples-per-class", type=int, default=8)
-    p.add_argument("--steps", type=int, default=None, help="decoding steps (default: the model card's recipe)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=output_dir, default=Path("demo_out"), help="output folder (default: demo_out)")
+    p.add_argument("--samples-per-class", type=positive_int, default=8)
+    p.add_argument("--steps", type=positive_int, default=None, help="decoding steps (default: the model's recipe)")
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--retrain", action="store_true",
                    help="reproduce the shipped weights end to end (train-vq, extract-codes, train), then run")
     p.add_argument("--work-dir", default="runs/demo", help="--retrain: where checkpoints and codes go (resumable)")
@@ -21,8 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..demo import run_demo
 
-    from pathlib import Path
-
+    if args.install and not args.retrain:
+        raise ARPGError("--install copies the weights that --retrain makes; give both, or neither")
     model = tokenizer = None
     if args.retrain:
         from ..demo_train import FINAL, retrain

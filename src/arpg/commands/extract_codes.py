@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._common import device_name, nonneg_int, output_dir, positive_int
+
 EPILOG = """\
 crops (published conventions, see arpg.data.crops):
   --ten-crop     ADM centre crop to int(1.1 x size), then 4 corners + centre, and the same of the mirror
@@ -26,20 +28,23 @@ def register(sub: argparse._SubParsersAction) -> None:
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="ImageNet-style folder ROOT/<class>/<images>, or 'animal-mnist'")
     p.add_argument("--tokenizer", required=True, help="VQ tokenizer checkpoint (.pt or .safetensors)")
-    p.add_argument("--out", required=True, help="output code folder")
-    p.add_argument("--image-size", type=int, default=None,
-                   help="crop size in pixels (default 256 for folders, 32 for animal-mnist)")
+    p.add_argument("--out", required=True, type=output_dir, help="output code folder")
+    p.add_argument("--image-size", type=positive_int, default=None,
+                   help="crop size in pixels (default: 256, the paper's, or the images' own short side when smaller "
+                        "-- never an upsampling; 32 for animal-mnist)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--ten-crop", dest="crops", action="store_const", const="ten", help="10 crops (default)")
     g.add_argument("--flip", dest="crops", action="store_const", const="flip", help="centre crop + mirror")
     g.add_argument("--single-crop", dest="crops", action="store_const", const="single", help="centre crop only")
     p.set_defaults(crops="ten")
-    p.add_argument("--batch-size", type=int, default=32, help="images read per batch, and crops per tokenizer call "
+    p.add_argument("--batch-size", type=positive_int, default=32, help="images read per batch, and crops per tokenizer call "
                    "(default 32)")
-    p.add_argument("--shard-size", type=int, default=20_000, help="images per shard / resumable chunk")
-    p.add_argument("--split", default="train", help="animal-mnist split: train (default), heldout, all")
-    p.add_argument("--workers", type=int, default=4, help="image-decoding worker processes (default 4)")
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    p.add_argument("--shard-size", type=positive_int, default=20_000, help="images per shard / resumable chunk")
+    p.add_argument("--split", default="train", choices=["train", "heldout", "all"],
+                   help="animal-mnist split: train (default), heldout, all")
+    p.add_argument("--workers", type=nonneg_int, default=None,
+                   help="image-decoding worker processes (default: 4, or the number of CPUs if fewer)")
+    p.add_argument("--device", default="auto", type=device_name, help="cpu, cuda or auto (default)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run)
 
@@ -47,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from ..data.extract import SKIPPED_NAME, ExtractConfig, extract_codes
 
-    cfg = ExtractConfig(data=args.data, out=args.out, tokenizer=args.tokenizer, image_size=args.image_size,
+    cfg = ExtractConfig(data=args.data, out=str(args.out), tokenizer=args.tokenizer, image_size=args.image_size,
                         crops=args.crops, batch_size=args.batch_size, shard_size=args.shard_size,
                         split=args.split, workers=args.workers, device=args.device, progress=not args.no_progress)
     s = extract_codes(cfg)

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
 from ..config import ARPG_PRESETS
 from ..errors import ARPGError
+from ..train.trainer import TrainConfig
+from ._common import (decay, device_name, finite_float, float_range, input_file, nonneg_float, nonneg_int,
+                      output_dir, positive_float, positive_int, seed_int)
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
 EPILOG = """\
 examples:
@@ -20,55 +26,64 @@ See docs/training.md for the full ImageNet recipe.
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    d = _DEFAULTS
     p = sub.add_parser("train", help="train ARPG on extracted codes (torchrun for several GPUs)",
-                       description="Train ARPG on a code folder written by 'arpg extract-codes'.",
+                       description="Train ARPG on a code folder written by 'arpg extract-codes'. With --resume, "
+                                   "settings left out come from the checkpoint; flags that contradict it are "
+                                   "refused, and a larger --steps extends a finished run.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("data and model")
-    g.add_argument("--codes", required=True, help="code folder (from arpg extract-codes)")
-    g.add_argument("--out", required=True, help="run folder: checkpoints, log.jsonl, samples, final weights")
-    g.add_argument("--preset", default="ARPG-L", help=f"model preset: {', '.join(ARPG_PRESETS)} (default ARPG-L)")
-    g.add_argument("--config", default=None, help="JSON file of ARPGConfig fields overriding the preset "
-                   "(a run's run.json works too)")
-    g.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+    g.add_argument("--codes", default=None, help="code folder (from arpg extract-codes); required for a new run")
+    g.add_argument("--out", required=True, type=output_dir,
+                   help="run folder: checkpoints, log.jsonl, samples, final weights")
+    g.add_argument("--preset", default=None, help=f"model preset, required for a new run: {', '.join(ARPG_PRESETS)}")
+    g.add_argument("--config", default=None, type=input_file, help="JSON file of ARPGConfig fields overriding the "
+                   "preset (a run's run.json works too)")
+    g.add_argument("--set", action="append", default=None, metavar="FIELD=VALUE",
                    help="override one ARPGConfig field, e.g. --set resid_dropout=0 (repeatable)")
-    g.add_argument("--init", default=None, help="start from these weights (fine-tuning; ignored when resuming)")
+    g.add_argument("--init", default=None,
+                   help="start from these weights (fine-tuning; ignored when resuming)")
 
     g = p.add_argument_group("optimisation (published recipe by default)")
-    g.add_argument("--batch-size", type=int, default=256, help="GLOBAL batch size over all processes (default 256)")
-    g.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation micro-steps (default 1)")
-    g.add_argument("--steps", type=int, default=None, help="number of optimizer steps")
-    g.add_argument("--epochs", type=float, default=None, help="or: number of passes over the codes")
-    g.add_argument("--lr", type=float, default=1e-4, help="learning rate PER 256 SAMPLES, scaled by "
-                   "batch/256 (default 1e-4)")
-    g.add_argument("--min-lr", type=float, default=1e-5, help="final lr of the cosine decay (default 1e-5)")
-    g.add_argument("--warmup", type=float, default=0.25, help="linear warm-up: fraction of steps if < 1, "
-                   "else steps (default 0.25)")
-    g.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay on >=2-D params (0.05)")
-    g.add_argument("--betas", type=float, nargs=2, default=(0.9, 0.95), metavar=("B1", "B2"))
-    g.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm; 0 = off (default 1.0)")
-    g.add_argument("--ema", type=float, default=0.0, metavar="DECAY", help="keep an EMA of the weights "
-                   "with this decay, e.g. 0.9999 (default off)")
-    g.add_argument("--dtype", default="auto", help="auto (bf16 autocast on GPUs that support it), fp32, bf16")
-    g.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
-    g.add_argument("--fsdp", action="store_true", help="shard parameters, gradients and optimizer state "
-                   "(FSDP) instead of DDP under torchrun")
-    g.add_argument("--compile", action="store_true", help="torch.compile the training step's forward/backward "
-                   "(faster after a one-off compile; needs a C++ compiler on CPU)")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--batch-size", type=positive_int, default=None,
+                   help=f"GLOBAL batch size over all processes (default {d['batch_size']})")
+    g.add_argument("--grad-accum", type=positive_int, default=None, help="gradient accumulation micro-steps (default 1)")
+    g.add_argument("--steps", type=positive_int, default=None, help="number of optimizer steps")
+    g.add_argument("--epochs", type=positive_float, default=None, help="or: number of passes over the codes")
+    g.add_argument("--lr", type=positive_float, default=None, help="peak learning rate PER 256 SAMPLES, scaled by "
+                   f"batch/256 (default {d['lr']:g})")
+    g.add_argument("--min-lr", type=nonneg_float, default=None, help="final lr of the cosine decay, per 256 samples "
+                   f"and scaled like --lr; at most --lr (default {d['min_lr']:g})")
+    g.add_argument("--warmup", type=nonneg_float, default=None, help="linear warm-up: fraction of steps if < 1, "
+                   f"else steps (default {d['warmup']})")
+    g.add_argument("--weight-decay", type=nonneg_float, default=None,
+                   help=f"AdamW weight decay on >=2-D params (default {d['weight_decay']})")
+    g.add_argument("--betas", type=float_range(0.0, 1.0, hi_open=True), nargs=2, default=None, metavar=("B1", "B2"))
+    g.add_argument("--grad-clip", type=nonneg_float, default=None, help="max gradient norm; 0 = off (default 1.0)")
+    g.add_argument("--ema", type=decay, default=None, metavar="DECAY", help="keep an EMA of the weights "
+                   "with this decay in (0, 1), e.g. 0.9999 (default 0 = off)")
+    g.add_argument("--dtype", default=None, choices=["auto", "fp32", "float32", "bf16", "bfloat16"],
+                   help="auto (bf16 autocast on GPUs that support it; the default), fp32, bf16")
+    g.add_argument("--device", default=None, type=device_name, help="cpu, cuda or auto (default)")
+    g.add_argument("--fsdp", action="store_true", default=None, help="shard parameters, gradients and optimizer "
+                   "state (FSDP) instead of DDP under torchrun")
+    g.add_argument("--compile", action="store_true", default=None, help="torch.compile the training step's "
+                   "forward/backward (faster after a one-off compile; needs a C++ compiler on CPU)")
+    g.add_argument("--seed", type=seed_int, default=None)
 
     g = p.add_argument_group("checkpoints, logs and samples")
-    g.add_argument("--save-every", type=int, default=1000, help="checkpoint every N steps (and at the end)")
-    g.add_argument("--keep", type=int, default=3, help="keep the newest K checkpoints (0 = all; default 3)")
+    g.add_argument("--save-every", type=positive_int, default=None, help="checkpoint every N steps (and at the end)")
+    g.add_argument("--keep", type=nonneg_int, default=None, help="keep the newest K checkpoints (0 = all; default 3)")
     g.add_argument("--resume", default=None, metavar="PATH|auto", help="continue from a checkpoint; 'auto' = "
                    "the newest in --out (a fresh start if there is none)")
-    g.add_argument("--log-every", type=int, default=10, help="log a JSON line every N steps (default 10)")
-    g.add_argument("--tensorboard", action="store_true", help="also log to TensorBoard (needs tensorboard)")
-    g.add_argument("--sample-every", type=int, default=0, help="save a sample grid every N steps (0 = off)")
-    g.add_argument("--sample-steps", type=int, default=32, help="decoding steps for the sample grid")
-    g.add_argument("--sample-cfg", type=float, default=4.0, help="guidance scale for the sample grid")
-    g.add_argument("--sample-count", type=int, default=16, help="images in the sample grid")
-    g.add_argument("--tokenizer", default=None, help="tokenizer checkpoint to decode sample grids to PNG "
-                   "(without it only the codes are saved)")
+    g.add_argument("--log-every", type=positive_int, default=None, help="log a JSON line every N steps (default 10)")
+    g.add_argument("--tensorboard", action="store_true", default=None, help="also log to TensorBoard")
+    g.add_argument("--sample-every", type=nonneg_int, default=None, help="save a sample grid every N steps (0 = off)")
+    g.add_argument("--sample-steps", type=positive_int, default=None, help="decoding steps for the sample grid")
+    g.add_argument("--sample-cfg", type=finite_float, default=None, help="guidance scale for the sample grid")
+    g.add_argument("--sample-count", type=positive_int, default=None, help="images in the sample grid")
+    g.add_argument("--tokenizer", default=None, help="tokenizer checkpoint to decode sample grids "
+                   "to PNG (without it only the codes are saved)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run)
 
@@ -94,24 +109,43 @@ def parse_overrides(config_file: str | None, sets: list[str]) -> dict[str, Any]:
             out[key.strip()] = json.loads(value)
         except json.JSONDecodeError:
             out[key.strip()] = value
+    # Checked here so a bad field or value is one line before any data is read.
+    from ..config import ARPGConfig
+
+    bad = sorted(set(out) - {f.name for f in dataclasses.fields(ARPGConfig)})
+    if bad:
+        raise ARPGError(f"unknown ARPGConfig field(s) {', '.join(bad)} in --set/--config")
+    probe = ARPGConfig(**{k: v for k, v in out.items()})  # noqa: F841 - raises the one-line type errors
     return out
 
 
-def config_from_args(args: argparse.Namespace):
-    from ..train.trainer import TrainConfig
+#: CLI flag -> TrainConfig field, for the flags that map one to one.
+_FLAGS = ("codes", "preset", "init", "batch_size", "grad_accum", "steps", "epochs", "lr", "min_lr", "warmup",
+          "weight_decay", "betas", "grad_clip", "ema", "dtype", "device", "fsdp", "compile", "seed", "save_every",
+          "keep", "log_every", "tensorboard", "sample_every", "sample_steps", "sample_cfg", "sample_count",
+          "tokenizer")
 
-    for name in ("save_every", "log_every"):
-        if getattr(args, name) < 1:
-            raise ARPGError(f"--{name.replace('_', '-')} must be >= 1")
-    return TrainConfig(
-        codes=args.codes, out=args.out, preset=args.preset, overrides=parse_overrides(args.config, args.set),
-        batch_size=args.batch_size, grad_accum=args.grad_accum, steps=args.steps, epochs=args.epochs, lr=args.lr,
-        min_lr=args.min_lr, warmup=args.warmup, weight_decay=args.weight_decay, betas=tuple(args.betas),
-        grad_clip=args.grad_clip, dtype=args.dtype, device=args.device, ema=args.ema, seed=args.seed,
-        save_every=args.save_every, keep=args.keep, log_every=args.log_every, tensorboard=args.tensorboard,
-        sample_every=args.sample_every, sample_steps=args.sample_steps, sample_cfg=args.sample_cfg,
-        sample_count=args.sample_count, tokenizer=args.tokenizer, resume=args.resume, init=args.init,
-        fsdp=args.fsdp, compile=args.compile, progress=not args.no_progress)
+
+def config_from_args(args: argparse.Namespace):
+    """The run's :class:`TrainConfig`: the flags given; for a resumed run the checkpoint's settings for the
+    rest, else the published defaults."""
+    from ..train.trainer import TrainConfig, resume_train_config
+
+    explicit: dict[str, Any] = {k: getattr(args, k) for k in _FLAGS if getattr(args, k) is not None}
+    for k in ("init", "tokenizer", "codes"):
+        if k in explicit:
+            explicit[k] = str(explicit[k])
+    if "betas" in explicit:
+        explicit["betas"] = tuple(explicit["betas"])
+    if args.config is not None or args.set:
+        explicit["overrides"] = parse_overrides(args.config, args.set or [])
+    explicit["progress"] = not args.no_progress
+    cfg = resume_train_config(str(args.out), args.resume, explicit) if args.resume else None
+    if cfg is None:
+        if "codes" not in explicit:
+            raise ARPGError("--codes is required for a new run (a resumed run takes it from its checkpoint)")
+        cfg = TrainConfig(out=str(args.out), resume=args.resume, **explicit)
+    return cfg.validate()
 
 
 def _run(args: argparse.Namespace) -> int:

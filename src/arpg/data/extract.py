@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -44,12 +45,12 @@ class ExtractConfig:
     data: str  # a class-folder root, or "animal-mnist"
     out: str
     tokenizer: str
-    image_size: int | None = None  # default: 256 for folders, 32 (the demo size) for animal-mnist
+    image_size: int | None = None  # default: see default_image_size (never an upsampling of the data)
     crops: str = "ten"  # ten | flip | single
     batch_size: int = 32  # images read per batch, and crops per encoder call
     shard_size: int = 20_000  # images per shard / resumable chunk
     split: str = "train"  # animal-mnist split
-    workers: int = 4  # image-decoding worker processes (folders only)
+    workers: int | None = None  # image-decoding worker processes (folders only); default min(4, CPUs)
     device: str = "auto"
     progress: bool = True
 
@@ -100,8 +101,36 @@ def open_source(cfg: ExtractConfig, channels: int) -> tuple[ImageSource, list[st
 
     samples, classes = scan_image_folder(cfg.data)
     paths = [p for p, _ in samples]
-    src = ImageSource(paths, [y for _, y in samples], _ReadFile(paths), cfg.image_size or 256, cfg.crops, channels)
+    size = cfg.image_size or default_image_size(paths)
+    src = ImageSource(paths, [y for _, y in samples], _ReadFile(paths), size, cfg.crops, channels)
     return src, classes, str(Path(cfg.data).resolve())
+
+
+#: The paper's training resolution: the default crop size for image folders whose images are at least this big.
+PAPER_IMAGE_SIZE = 256
+
+
+def default_image_size(paths: list[str], probe: int = 32) -> int:
+    """The crop size when ``--image-size`` is not given: 256 (the paper's), or the images' own size when
+    they are smaller -- the median short side of up to ``probe`` evenly spread images -- so small images
+    are never silently upsampled."""
+    from PIL import Image
+
+    sides = []
+    for p in paths[:: max(1, len(paths) // probe)][:probe]:
+        try:
+            with Image.open(p) as im:
+                sides.append(min(im.size))
+        except (OSError, ValueError):
+            continue  # unreadable files are skipped (and reported) by the extraction itself
+    if not sides:
+        return PAPER_IMAGE_SIZE
+    return min(PAPER_IMAGE_SIZE, int(np.median(sides)))
+
+
+def default_workers() -> int:
+    """Image-decoding workers: 4, or fewer on a machine with fewer CPUs."""
+    return max(0, min(4, (os.cpu_count() or 1)))
 
 
 class _ReadFile:
@@ -149,7 +178,7 @@ def _encode_chunk(tok, src: ImageSource, items: range, cfg: ExtractConfig, devic
     labels = np.empty(len(items), dtype=np.int64)
     skipped: list[tuple[str, str]] = []
     sub = torch.utils.data.Subset(src, list(items))
-    workers = 0 if cfg.data == BUNDLED else cfg.workers  # in-memory pixels need no workers
+    workers = 0 if cfg.data == BUNDLED else (default_workers() if cfg.workers is None else cfg.workers)
     loader = torch.utils.data.DataLoader(sub, batch_size=cfg.batch_size, num_workers=workers,
                                          collate_fn=_collate, shuffle=False)
     n = 0
@@ -209,6 +238,10 @@ def extract_codes(cfg: ExtractConfig, tokenizer=None, dist_info=None) -> Extract
         raise ARPGError(f"unknown crop mode {cfg.crops!r}; choose one of {', '.join(CROP_MODES)}")
     if cfg.batch_size < 1 or cfg.shard_size < 1:
         raise ARPGError("--batch-size and --shard-size must be >= 1")
+    if cfg.workers is not None and cfg.workers < 0:
+        raise ARPGError(f"--workers must be >= 0, got {cfg.workers}")
+    if cfg.image_size is not None and cfg.image_size < 1:
+        raise ARPGError(f"--image-size must be >= 1, got {cfg.image_size}")
     own_group = dist_info is None
     info = init_distributed(cfg.device) if own_group else dist_info
     try:
@@ -221,6 +254,14 @@ def extract_codes(cfg: ExtractConfig, tokenizer=None, dist_info=None) -> Extract
         src, classes, source = open_source(cfg, channels)
         size = src.size
         f = int(tok.downsample)
+        if cfg.image_size is None:
+            if size % f:  # the data's own size, rounded down to the token grid
+                size = src.size = max(f, size // f * f)
+            if info.is_main:
+                print(f"arpg extract-codes: --image-size not given: cropping to {size} px (" +
+                      ("the bundled set's size" if cfg.data == BUNDLED else
+                       f"the paper's {PAPER_IMAGE_SIZE}" if size == PAPER_IMAGE_SIZE else
+                       "the images' own short side, so they are not upsampled") + ")", flush=True)
         if size % f:
             raise ARPGError(f"--image-size {size} is not a multiple of the tokenizer's downsampling factor {f}")
         grid, vocab = size // f, int(tok.codebook_size)

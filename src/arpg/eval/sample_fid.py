@@ -5,13 +5,21 @@ The sample index space ``0 .. N-1`` (labels class-major, from the recipe) is cut
 ``seed * 1_000_003 + k``. Images therefore depend only on (recipe, batch size), never on how many
 processes ran: a 2-process run writes the same files as a 1-process run. Finished chunks (all PNGs
 present) are skipped, so an interrupted run resumes where it stopped. Rank 0 then packs ``samples.npz``
-(``arr_0`` uint8 [N, H, W, C], RGB even for grayscale models, as the standard evaluator expects) and
-writes ``recipe.json`` with every setting used.
+(``arr_0`` uint8 [N, H, W, C], RGB even for grayscale models, as the standard evaluator expects).
+
+``recipe.json`` describes exactly the images beside it. It is written before the first image, with
+everything that decides them (the recipe, sample count, chunk size, dtype, and the SHA-256 of the model
+and tokenizer files), and marked ``complete`` once ``samples.npz`` is packed. A run into a folder that
+holds images is a resume only when that record equals the request; otherwise it is refused, naming the
+fields that differ (``overwrite=True`` / ``--overwrite`` starts over).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +29,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import ARPGError
+from ..fileio import atomic_write_text
+from ..tokenizer import to_uint8
 from ..sampling import generate
 from ..visual import save_images
 from .npz import folder_to_npz
@@ -33,24 +43,89 @@ def chunk_seed(seed: int, chunk: int) -> int:
     return seed * SEED_STRIDE + chunk
 
 
+RECORD = "recipe.json"
+#: Record fields that decide the images; a resume must match them all.
+IDENTITY = ("recipe", "num_samples", "batch_size", "dtype", "model_sha256", "tokenizer_sha256")
+
+
+def file_sha256(path: str | os.PathLike | None) -> str | None:
+    if path is None:
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_resume(out: Path, want: dict[str, Any], overwrite: bool = False) -> None:
+    """Refuse to add to a folder whose images were made with other settings (see the module docstring)."""
+    folder, record = out / "samples", out / RECORD
+    has_images = folder.is_dir() and any(folder.glob("*.png"))
+    if overwrite:
+        if folder.is_dir():
+            shutil.rmtree(folder)
+        for name in (RECORD, "samples.npz"):
+            (out / name).unlink(missing_ok=True)
+        return
+    if not record.is_file():
+        if has_images:
+            raise ARPGError(f"{folder} holds images but no {RECORD} says how they were made; pass --overwrite to "
+                            "start over or choose another --out")
+        return
+    try:
+        have = json.loads(record.read_text())
+    except (OSError, ValueError) as e:
+        raise ARPGError(f"{record} is not readable JSON ({e}); pass --overwrite to start over") from None
+    diffs = []
+    for key in IDENTITY:
+        a, b = have.get(key), want.get(key)
+        if key == "recipe" and isinstance(a, dict) and isinstance(b, dict):
+            diffs += [f"{k} {a.get(k)!r} (folder) vs {b.get(k)!r} (now)" for k in sorted(set(a) | set(b))
+                      if a.get(k) != b.get(k) and k != "name"]
+        elif a != b:
+            diffs.append(f"{key} {a!r} (folder) vs {b!r} (now)")
+    if diffs:
+        raise ARPGError(f"{out} was sampled with other settings: {'; '.join(diffs[:4])}"
+                        f"{f' (+{len(diffs) - 4} more)' if len(diffs) > 4 else ''}; pass --overwrite to start over "
+                        "or choose another --out")
+
+
 def _done(folder: Path, start: int, stop: int) -> bool:
     return all((folder / f"{i:06d}.png").exists() for i in range(start, stop))
 
 
 def sample_for_eval(model, tok, recipe: Recipe, out: str | Path, *, batch_size: int = 32, rank: int = 0,
                     world_size: int = 1, dtype: torch.dtype | None = None, progress: bool = True,
-                    barrier=lambda: None, num_samples: int | None = None) -> dict[str, Any]:
-    """Sample this rank's share of the recipe into ``out/samples/``; rank 0 packs ``out/samples.npz``."""
+                    barrier=lambda: None, num_samples: int | None = None, model_path: str | None = None,
+                    tokenizer_path: str | None = None, overwrite: bool = False) -> dict[str, Any]:
+    """Sample this rank's share of the recipe into ``out/samples/``; rank 0 packs ``out/samples.npz``.
+
+    ``model_path`` / ``tokenizer_path``: the files the model and tokenizer came from (hashed into the
+    record, so a resume with other weights is refused)."""
     out = Path(out)
     folder = out / "samples"
-    folder.mkdir(parents=True, exist_ok=True)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ARPGError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if num_samples is not None and (not isinstance(num_samples, int) or num_samples < 1):
+        raise ARPGError(f"num_samples must be a positive integer or None, got {num_samples!r}")
     if model.config.num_classes < recipe.num_classes:
         raise ARPGError(f"recipe {recipe.name} needs {recipe.num_classes} classes; the model has "
                         f"{model.config.num_classes}")
+    recipe.sampling.validate(model.config.n_cells)
     labels = recipe.labels()
     if num_samples is not None:
         labels = labels[:num_samples]
     n = len(labels)
+    record = dict(recipe=recipe.to_dict(), num_samples=n, batch_size=batch_size, dtype=str(dtype or "fp32"),
+                  model=model_path, model_sha256=file_sha256(model_path), tokenizer=tokenizer_path,
+                  tokenizer_sha256=file_sha256(tokenizer_path), world_size=world_size,
+                  seed_rule=f"chunk k of {batch_size} samples uses seed {recipe.seed} * {SEED_STRIDE} + k")
+    if rank == 0:
+        check_resume(out, record, overwrite)
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / RECORD, json.dumps(dict(record, complete=False), indent=2, default=str))
+    barrier()
     device = model.embeddings.weight.device
     g = model.config.grid_size
     chunks = [k for k in range(0, (n + batch_size - 1) // batch_size) if k % world_size == rank]
@@ -62,14 +137,9 @@ def sample_for_eval(model, tok, recipe: Recipe, out: str | Path, *, batch_size: 
     for k in todo:
         start, stop = k * batch_size, min(n, (k + 1) * batch_size)
         gen.manual_seed(chunk_seed(recipe.seed, k))
-        codes = generate(model, torch.from_numpy(labels[start:stop]).to(device), steps=recipe.steps,
-                         cfg_scale=recipe.cfg_scale, cfg_schedule=recipe.cfg_schedule,
-                         step_schedule=recipe.step_schedule, temperature=recipe.temperature, top_k=recipe.top_k,
-                         top_p=recipe.top_p, order=recipe.order, attention=recipe.attention, generator=gen,
-                         dtype=dtype)
+        codes = generate(model, torch.from_numpy(labels[start:stop]).to(device), sampling=recipe.sampling,
+                         generator=gen, dtype=dtype)
         with torch.no_grad():
-            from ..tokenizer import to_uint8
-
             images = to_uint8(tok.decode(codes, grid=(g, g)))
         if images.shape[-1] == 1:
             images = np.repeat(images, 3, axis=-1)
@@ -78,11 +148,9 @@ def sample_for_eval(model, tok, recipe: Recipe, out: str | Path, *, batch_size: 
     bar.close()
     seconds = time.perf_counter() - t0
     barrier()
-    info = dict(recipe=recipe.to_dict(), num_samples=n, batch_size=batch_size, world_size=world_size,
-                seed_rule=f"chunk k of {batch_size} samples uses seed {recipe.seed} * {SEED_STRIDE} + k",
-                dtype=str(dtype or "fp32"), sampled_chunks_this_rank=len(todo), seconds_rank0=round(seconds, 2))
+    info = dict(record, sampled_chunks_this_rank=len(todo), seconds_rank0=round(seconds, 2))
     if rank == 0:
         folder_to_npz(folder, out / "samples.npz")
-        (out / "recipe.json").write_text(json.dumps(info, indent=2, default=str))
+        atomic_write_text(out / RECORD, json.dumps(dict(info, complete=True), indent=2, default=str))
     barrier()
     return info

@@ -1,4 +1,4 @@
-"""How many cells each decoding step fills (DESIGN §3).
+"""How many cells each decoding step fills.
 
 For ``N`` steps over ``U`` unknown cells, after step ``s`` a fraction ``r(s)`` stays unknown:
 arccos ``r = arccos((s+1)/N) / (pi/2)`` (the published default) or cosine ``r = cos(pi/2 (s+1)/N)``.

@@ -41,6 +41,8 @@ FORMAT = "arpg-train"
 VERSION = 1
 CKPT_DIR = "checkpoints"
 _NAME = re.compile(r"^step-(\d{8})\.pt$")
+#: train-vq's names before both trainers shared this module (``step_XXXXXXX.pt``): still found.
+_LEGACY_NAME = re.compile(r"^step_(\d{7})\.pt$")
 
 #: Test-only hook: seconds to sleep after the temp file is written and before it is renamed, so tests
 #: can kill a process in the middle of a save. Never set it in real runs.
@@ -60,7 +62,8 @@ def list_checkpoints(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
     d = checkpoint_dir(run_dir)
     if not d.is_dir():
         return []
-    out = [(int(m.group(1)), d / name) for name in os.listdir(d) if (m := _NAME.match(name))]
+    out = [(int(m.group(1)), d / name) for name in os.listdir(d)
+           if (m := _NAME.match(name) or _LEGACY_NAME.match(name))]
     return sorted(out)
 
 

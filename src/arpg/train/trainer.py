@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..checkpoints import load_state_strict, read_checkpoint, save_model, suggest_preset
-from ..config import ARPGConfig, get_preset
+from ..config import ARPG_PRESETS, ARPGConfig, get_preset
 from ..data.codes import CodeDataset, CodeIndex
 from ..errors import ARPGError
 from ..model import ARPG
@@ -45,9 +45,12 @@ from .metrics import MetricsLog
 from .optim import EMA, WarmupCosine, build_optimizer, scaled_lr, set_lr, warmup_steps
 from .stream import SampleStream
 
-#: Settings that must match to resume a run (they define the data stream, the schedule or the update).
-RECIPE_KEYS = ("batch_size", "total_steps", "lr", "min_lr", "warmup", "weight_decay", "betas", "grad_clip",
-               "seed", "ema")
+#: Settings that must match to resume a run (they define the data stream, the schedule or the update). The
+#: run length may grow: a resumed run with a larger ``--steps`` keeps the checkpoint's lr schedule, so the
+#: extra steps run at the schedule's floor (``min_lr``) once its original length is passed.
+RECIPE_KEYS = ("batch_size", "lr", "min_lr", "warmup", "weight_decay", "betas", "grad_clip", "seed", "ema")
+#: TrainConfig fields a resumed run takes from its checkpoint unless given, and refuses when given differently.
+FIXED_ON_RESUME = ("codes", "preset", "overrides") + RECIPE_KEYS
 DATA_KEYS = ("num_samples", "num_crops", "grid_size", "vocab_size", "num_classes")
 
 
@@ -57,14 +60,14 @@ class TrainConfig:
 
     codes: str
     out: str
-    preset: str = "ARPG-L"
+    preset: str | None = None  # required for a new run (see preset_hint); a resumed run keeps its own
     overrides: dict[str, Any] = field(default_factory=dict)  # ARPGConfig fields on top of the preset
     batch_size: int = 256  # GLOBAL batch (all ranks and accumulation micro-steps together)
     grad_accum: int = 1
     steps: int | None = None
     epochs: float | None = None
     lr: float = 1e-4  # per 256 samples; scaled by batch_size / 256
-    min_lr: float = 1e-5
+    min_lr: float = 1e-5  # per 256 samples too, scaled the same way (so the decay never rises)
     warmup: float = 0.25  # < 1: fraction of the steps; >= 1: steps
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.95)
@@ -94,6 +97,45 @@ class TrainConfig:
         d = asdict(self)
         d["betas"] = list(self.betas)
         return d
+
+    def validate(self) -> "TrainConfig":
+        """One-line :class:`ARPGError` for the first impossible setting (checked before any work)."""
+        def need(ok: bool, what: str) -> None:
+            if not ok:
+                raise ARPGError(what)
+
+        def finite(name: str) -> float:
+            v = getattr(self, name)
+            need(isinstance(v, (int, float)) and math.isfinite(v), f"--{name.replace('_', '-')} must be a finite "
+                 f"number, got {v!r}")
+            return v
+
+        for name in ("batch_size", "grad_accum", "save_every", "log_every", "sample_steps", "sample_count"):
+            v = getattr(self, name)
+            need(isinstance(v, int) and v >= 1, f"--{name.replace('_', '-')} must be >= 1, got {v!r}")
+        for name in ("keep", "sample_every"):
+            v = getattr(self, name)
+            need(isinstance(v, int) and v >= 0, f"--{name.replace('_', '-')} must be >= 0, got {v!r}")
+        need(finite("lr") > 0, f"--lr must be > 0, got {self.lr}")
+        need(finite("min_lr") >= 0, f"--min-lr must be >= 0, got {self.min_lr}")
+        need(self.min_lr <= self.lr, f"--min-lr {self.min_lr:g} is above --lr {self.lr:g}: the cosine decay would "
+             "rise; give a floor at or below the peak")
+        need(finite("warmup") >= 0, f"--warmup must be >= 0, got {self.warmup}")
+        need(finite("weight_decay") >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}")
+        need(finite("grad_clip") >= 0, f"--grad-clip must be >= 0 (0 = off), got {self.grad_clip}")
+        need(0 <= finite("ema") < 1, f"--ema must be 0 (off) or a decay in (0, 1), got {self.ema}")
+        finite("sample_cfg")
+        need(len(self.betas) == 2 and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in self.betas),
+             f"--betas must be two numbers in [0, 1), got {list(self.betas)}")
+        need(self.steps is None or (isinstance(self.steps, int) and self.steps >= 1),
+             f"--steps must be >= 1, got {self.steps!r}")
+        need(self.epochs is None or (math.isfinite(self.epochs) and self.epochs > 0),
+             f"--epochs must be > 0, got {self.epochs!r}")
+        need(isinstance(self.seed, int) and 0 <= self.seed < 2**63, f"--seed must be in 0..2^63-1, got {self.seed!r}")
+        for name in ("init", "tokenizer"):  # read late (first step / first sample grid): checked up front
+            v = getattr(self, name)
+            need(v is None or Path(v).is_file(), f"--{name} {v}: file not found")
+        return self
 
 
 @dataclass
@@ -133,8 +175,21 @@ class NonFiniteLossError(ARPGError):
 # ------------------------------------------------------------------------------------------------
 # Configuration helpers
 # ------------------------------------------------------------------------------------------------
-def resolve_model_config(preset: str, overrides: dict[str, Any], index: CodeIndex) -> tuple[ARPGConfig, list[str]]:
+def preset_hint(index: CodeIndex) -> str:
+    """A preset that fits a code set, for the message when ``--preset`` is missing."""
+    if index.grid_size <= 8 and index.num_samples <= 100_000:
+        return "ARPG-demo (2.6M parameters, the shipped demo model's size)"
+    if index.num_samples <= 200_000:
+        return "ARPG-S (~50M parameters)"
+    return "ARPG-L (320M parameters, the paper's smallest)"
+
+
+def resolve_model_config(preset: str | None, overrides: dict[str, Any], index: CodeIndex) -> tuple[ARPGConfig, list[str]]:
     """The preset with ``overrides``, adapted to the codes (grid, vocabulary, classes) when not overridden."""
+    if preset is None:
+        raise ARPGError(f"choose the model size with --preset ({', '.join(ARPG_PRESETS)}); for these codes "
+                        f"({index.num_samples} images, {index.grid_size}x{index.grid_size} grid, {index.num_classes} "
+                        f"classes) a fitting one is {preset_hint(index)}")
     cfg = get_preset(preset, **overrides)
     notes, fit = [], {}
     for key, have in (("grid_size", index.grid_size), ("vocab_size", index.vocab_size),
@@ -180,6 +235,37 @@ def total_steps(cfg: TrainConfig, num_samples: int) -> int:
     return steps
 
 
+def resume_train_config(out: str, resume: str, explicit: dict[str, Any]) -> TrainConfig | None:
+    """The settings of the run to resume: the checkpoint's, with the flags the user typed (``explicit``) on
+    top. Flags that contradict what defines the run (:data:`FIXED_ON_RESUME`) are refused; the length
+    (``--steps`` / ``--epochs``), logging, checkpointing, sampling and hardware settings may change.
+    None when ``resume == "auto"`` and ``out`` holds no checkpoint yet (a fresh start)."""
+    path = ckpt.latest_checkpoint(out) if resume == "auto" else Path(resume)
+    if path is None:
+        return None
+    state = ckpt.load_checkpoint(path)
+    stored = state.get("args")
+    if not isinstance(stored, dict):
+        raise ARPGError(f"{path} stores no training settings; run with every flag of the original command")
+    given = {k: (list(v) if isinstance(v, tuple) else v) for k, v in explicit.items()}
+    problems = ckpt.describe_differences(stored, given, [k for k in FIXED_ON_RESUME if k in given and k != "overrides"])
+    # Model fields are compared with the model the checkpoint holds, field by field.
+    overrides = given.get("overrides") or {}
+    problems += ckpt.describe_differences(state.get("config") or {}, overrides, list(overrides))
+    if problems:
+        raise ARPGError(f"cannot resume from {path} with other settings: {'; '.join(problems)}; drop these flags "
+                        "(a resumed run keeps its own) or start a new run in another --out")
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    merged = {k: v for k, v in stored.items() if k in fields}
+    if "steps" in explicit or "epochs" in explicit:  # the new length replaces the stored one, in either unit
+        merged.pop("steps", None)
+        merged.pop("epochs", None)
+    merged.update(explicit)
+    merged.update(out=str(out), resume=str(resume))
+    merged["betas"] = tuple(merged.get("betas", (0.9, 0.95)))
+    return TrainConfig(**merged)
+
+
 def _state_dict_options(**kw):
     from torch.distributed.checkpoint.state_dict import StateDictOptions
 
@@ -193,12 +279,13 @@ class Trainer:
     """Set up with :meth:`__init__`, run with :meth:`fit`. Use :func:`train` for the whole thing."""
 
     def __init__(self, cfg: TrainConfig, dist_info: DistInfo | None = None):
-        self.cfg = cfg
+        self.cfg = cfg.validate()
         self.dist = dist_info or init_distributed(cfg.device)
         d = self.dist
         self.out = Path(cfg.out)
         self.data = CodeDataset(cfg.codes, seed=cfg.seed)
         self.model_cfg, notes = resolve_model_config(cfg.preset, dict(cfg.overrides), self.data.index)
+        self.data.check_ranges(self.model_cfg.vocab_size, self.model_cfg.num_classes)
         self.total_steps = total_steps(cfg, len(self.data))
         self.amp_dtype = resolve_dtype(cfg.dtype, d.device)
         if cfg.grad_accum < 1:
@@ -209,8 +296,9 @@ class Trainer:
                             f"{d.world_size} x grad-accum {cfg.grad_accum}")
         self.micro_batch = cfg.batch_size // per
         self.base_lr = scaled_lr(cfg.lr, cfg.batch_size)
-        self.schedule = WarmupCosine(self.base_lr, cfg.min_lr, warmup_steps(cfg.warmup, self.total_steps),
-                                     self.total_steps)
+        # The floor is scaled like the peak, so at any batch size the decay only ever falls.
+        self.schedule = WarmupCosine(self.base_lr, scaled_lr(cfg.min_lr, cfg.batch_size),
+                                     warmup_steps(cfg.warmup, self.total_steps), self.total_steps)
         self.stream = SampleStream(self.data, cfg.seed, self.model_cfg.class_dropout)
 
         resume_path = self._resume_path()
@@ -357,6 +445,13 @@ class Trainer:
         set_model_state_dict(self.model, dict(state["model"]), options=opts)
         set_optimizer_state_dict(self.model, self.optimizer, state["optimizer"], options=opts)
         self.step = int(state["step"])
+        if self.total_steps <= self.step:
+            raise ARPGError(f"the run in {self.out} is already at step {self.step}; pass a larger --steps (now "
+                            f"{self.total_steps}) to extend it")
+        sched = state.get("scheduler")
+        if isinstance(sched, dict) and set(sched) == {"base_lr", "min_lr", "warmup", "total"}:
+            # The checkpoint's schedule continues unchanged; past its end (an extended run) lr stays at the floor.
+            self.schedule = WarmupCosine(**sched)
         rngs = state.get("rng") or []
         if len(rngs) == self.dist.world_size:
             ckpt.restore_rng(rngs[self.dist.rank], self.dist.device)

@@ -10,7 +10,7 @@ re-seeding) or lives in the checkpoint (model, optimisers, usage counters, log a
 RNG states), so a run interrupted at a checkpoint and resumed logs the same numbers as one that never
 stopped.
 
-Output folder: ``log.jsonl`` (one JSON record per log step), ``checkpoints/step_XXXXXXX.pt`` (atomic,
+Output folder: ``log.jsonl`` (one JSON record per log step), ``checkpoints/step-XXXXXXXX.pt`` (atomic,
 last ``keep`` kept), ``train_config.json`` and, at the end, ``tokenizer.safetensors``.
 """
 
@@ -35,6 +35,7 @@ from ..errors import ARPGError, CheckpointError
 from ..vq import VQTokenizer, get_vq_preset, save_tokenizer
 from ..vq.discriminator import PatchDiscriminator, hinge_d_loss, hinge_g_loss
 from ..vq.perceptual import load_perceptual
+from . import checkpointing as ckpt
 
 BUNDLED = "animal-mnist"
 CKPT_FORMAT = "arpg-train-vq"
@@ -250,7 +251,7 @@ class VQTrainer:
             raise ARPGError("fp16 training needs loss scaling, which train-vq does not do; use bf16 or fp32")
         self.dtype = dtype
         self.out = Path(cfg.out)
-        self.ckpt_dir = self.out / "checkpoints"
+        self.ckpt_dir = ckpt.checkpoint_dir(self.out)
         ckpt_path = self._resume_path(resume)
 
         vq_cfg = cfg.vq_config()
@@ -286,7 +287,7 @@ class VQTrainer:
 
     # Output folder ------------------------------------------------------------------------------
     def checkpoints(self) -> list[Path]:
-        return sorted(self.ckpt_dir.glob("step_*.pt")) if self.ckpt_dir.is_dir() else []
+        return [p for _, p in ckpt.list_checkpoints(self.out)]
 
     def _resume_path(self, resume: str | None) -> Path | None:
         existing = self.checkpoints()
@@ -464,7 +465,7 @@ class VQTrainer:
 
     # Checkpoints ---------------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
-        path = self.ckpt_dir / f"step_{self.step:07d}.pt"
+        path = ckpt.checkpoint_path(self.out, self.step)
         state = {
             "format": CKPT_FORMAT,
             "step": self.step,
@@ -526,8 +527,7 @@ def resume_config(out: str | os.PathLike, resume: str, explicit: dict[str, Any])
     ``resume == "auto"`` and there is nothing to resume."""
     path: Path | None
     if resume == "auto":
-        found = sorted((Path(out) / "checkpoints").glob("step_*.pt"))
-        path = found[-1] if found else None
+        path = ckpt.latest_checkpoint(out)
     else:
         path = Path(resume)
     if path is None:

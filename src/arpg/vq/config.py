@@ -1,6 +1,6 @@
 """VQ tokenizer configuration and named presets.
 
-``VQ-16`` is LlamaGen's tokenizer exactly (DESIGN §2): 71,883,403 parameters, 344 state-dict entries,
+``VQ-16`` is LlamaGen's tokenizer exactly: 71,883,403 parameters, 344 state-dict entries,
 loads ``vq_ds16_c2i.pt``. The small presets are for 28–64 px images on a CPU; their codebook sizes match
 the small ARPG presets (``VQ-demo`` ↔ ``ARPG-demo``: 256 codes, 32 px → 8×8; ``VQ-tiny`` ↔
 ``ARPG-tiny``: 64 codes, 32 px → 8×8).
@@ -91,7 +91,7 @@ class VQConfig:
 _SMALL = dict(usage_buffer=0, attn_lowest=False)
 
 VQ_PRESETS: dict[str, dict[str, Any]] = {
-    # LlamaGen VQ-16 (DESIGN §2): 16x downsampling, 16384 x 8 codebook.
+    # LlamaGen VQ-16: 16x downsampling, 16384 x 8 codebook.
     "VQ-16": dict(),
     # 8x downsampling for 64 px images (-> 8x8 codes).
     "VQ-small": dict(codebook_size=1024, ch=64, ch_mult=(1, 1, 2, 2), z_channels=128, enc_blocks=2,

@@ -1,6 +1,6 @@
 """Encoder and decoder of the VQ autoencoder (LlamaGen's layout and parameter names).
 
-Module names matter: they are the state-dict keys of ``vq_ds16_c2i.pt`` (DESIGN §2), e.g.
+Module names matter: they are the state-dict keys of ``vq_ds16_c2i.pt``, e.g.
 ``encoder.conv_blocks.{l}.res.{j}.norm1`` or ``decoder.conv_blocks.{l}.upsample.conv``.
 """
 
