@@ -127,7 +127,7 @@ def test_wrong_preset_suggests_the_right_one(tmp_path):
 def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["info", str(tmp_path / "nope.pt")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("arpg info: error: checkpoint not found") and "\n" not in err
+    assert err.startswith("arpg info: error: argument input: file not found") and "\n" not in err
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"this is not a checkpoint")
     assert main(["info", str(junk)]) == 2
@@ -140,3 +140,19 @@ def test_cli_convert(tmp_path, capsys):
     torch.save({"state_dict": m.state_dict()}, tmp_path / "a.pt")
     assert main(["convert", str(tmp_path / "a.pt"), str(tmp_path / "a.safetensors"), "--preset", "ARPG-tiny"]) == 0
     assert _same(m, load_model(tmp_path / "a.safetensors"))
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    """Weight files are readable by the group and others under the usual umask (not mkstemp's 0600)."""
+    import os
+
+    from arpg.tokenizer import VQTokenizer, save_tokenizer
+
+    old = os.umask(0o022)
+    try:
+        save_model(_tiny(), tmp_path / "m.safetensors")
+        save_tokenizer(VQTokenizer.from_preset("VQ-tiny"), tmp_path / "t.safetensors")
+    finally:
+        os.umask(old)
+    for name in ("m.safetensors", "t.safetensors"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644

@@ -74,3 +74,39 @@ def test_edit_keeps_pixels_outside_the_box_unless_decode_all(weights, tmp_path, 
     # The tiny random tokenizer is far from lossless, so only pasting gives back the source pixels.
     assert np.array_equal(res[outside], src[outside]) != decode_all
     assert json.loads(out.with_suffix(".json").read_text())["keep_pixels"] == (not decode_all)
+
+
+def test_sample_into_its_own_folder_replaces_the_previous_images(weights, tmp_path):
+    out = tmp_path / "s"
+    assert main(["sample", *_common(weights), "--labels", "1", "--num", "5", "--out", str(out)]) == 0
+    (out / "notes.txt").write_text("mine")  # a user's file in the folder is left alone
+    assert main(["sample", *_common(weights), "--labels", "2", "--num", "2", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.glob("*.png")) == ["000000.png", "000001.png", "grid.png"]
+    meta = json.loads((out / "sample.json").read_text())
+    assert meta["files"] == ["000000.png", "000001.png"] and meta["labels"] == [2, 2]
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_sample_without_num_makes_one_image_per_label(weights, tmp_path):
+    out = tmp_path / "s"
+    assert main(["sample", *_common(weights), "--labels", "4,5,6", "--out", str(out)]) == 0
+    assert json.loads((out / "sample.json").read_text())["labels"] == [4, 5, 6]
+
+
+def test_sample_records_the_settings_it_used(weights, tmp_path):
+    """Explicit options win; everything else is the model's recommended settings, and the record says so."""
+    from arpg import load_model
+    from arpg.sampling import recommended_sampling
+
+    out = tmp_path / "s"
+    assert main(["sample", *_common(weights), "--labels", "1", "--temperature", "0.7", "--out", str(out)]) == 0
+    rec = json.loads((out / "sample.json").read_text())["sampling"]
+    want = recommended_sampling(load_model(weights / "arpg.safetensors")).replace(steps=2, temperature=0.7)
+    assert rec == want.to_dict()
+
+
+def test_edit_records_steps_it_was_given(weights, tmp_path):
+    out = tmp_path / "e.png"
+    assert main(["inpaint", str(weights / "img.png"), "--label", "1", "--box", "0,0,8,8", *_common(weights),
+                 "--out", str(out)]) == 0
+    assert json.loads(out.with_suffix(".json").read_text())["sampling"]["steps"] == 2

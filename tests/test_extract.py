@@ -189,3 +189,27 @@ def test_cli_reports_and_errors_in_one_line(folder, tmp_path, capsys):
                  "--out", str(tmp_path / "o")]) == 0
     out = capsys.readouterr().out
     assert "9 images x 1 crops" in out and "skipped 2 unreadable image(s)" in out
+
+
+def test_default_image_size_never_upsamples_small_images(folder, tmp_path, capsys):
+    """Without --image-size, 18-40 px images are cropped at their own short side (rounded down to the token
+    grid), not blown up to 256, and the command says what it chose."""
+    from arpg.data.extract import PAPER_IMAGE_SIZE, default_image_size
+
+    s = extract_codes(_cfg(folder, tmp_path / "c", image_size=None), tokenizer=PoolTokenizer())
+    chosen = s.index.image_size
+    assert chosen < PAPER_IMAGE_SIZE and chosen % 4 == 0 and 16 <= chosen <= 40
+    assert f"cropping to {chosen} px" in capsys.readouterr().out
+    big = tmp_path / "big" / "a"
+    big.mkdir(parents=True)
+    Image.fromarray(np.zeros((300, 400, 3), np.uint8)).save(big / "x.png")
+    assert default_image_size([str(big / "x.png")]) == PAPER_IMAGE_SIZE
+
+
+def test_default_workers_never_exceed_the_cpus(monkeypatch):
+    from arpg.data import extract
+
+    monkeypatch.setattr(extract.os, "cpu_count", lambda: 2)
+    assert extract.default_workers() == 2
+    monkeypatch.setattr(extract.os, "cpu_count", lambda: 64)
+    assert extract.default_workers() == 4

@@ -136,3 +136,82 @@ def test_bad_input_one_line_errors(tiny_model, kwargs, msg):
     with pytest.raises(ARPGError, match=msg) as e:
         generate(tiny_model, labels, **args)
     assert "\n" not in str(e.value)
+
+
+def test_generate_without_settings_uses_the_models_recommended_ones(tiny_model):
+    """No argument given == the recommended settings given explicitly (same draws, same codes)."""
+    from arpg.sampling import SamplingConfig, recommended_sampling, resolve_sampling
+
+    tiny_model.sampling = SamplingConfig(steps=5, cfg_scale=2.5, cfg_schedule="constant", temperature=0.8)
+    labels = torch.tensor([1, 2, 3])
+    assert resolve_sampling(tiny_model) == recommended_sampling(tiny_model) == tiny_model.sampling
+    a = generate(tiny_model, labels, generator=_gen(4))
+    b = generate(tiny_model, labels, steps=5, cfg_scale=2.5, cfg_schedule="constant", temperature=0.8,
+                 generator=_gen(4))
+    c = generate(tiny_model, labels, steps=5, cfg_scale=2.5, cfg_schedule="linear", temperature=0.8,
+                 generator=_gen(4))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    # Explicit arguments win over the model's settings.
+    assert resolve_sampling(tiny_model, temperature=1.3).temperature == 1.3
+
+
+def test_recommended_settings_of_presets_and_the_demo_model():
+    from arpg import ARPG
+    from arpg.demo_assets import demo_paths
+    from arpg.sampling import get_recipe, recommended_sampling
+
+    with torch.device("meta"):
+        large = ARPG.from_preset("ARPG-L")
+    assert recommended_sampling(large) == get_recipe("ARPG-L").sampling
+    assert recommended_sampling(large).cfg_scale == 5.0 and recommended_sampling(large).steps == 64
+    demo = arpg_load(demo_paths().model)
+    assert recommended_sampling(demo) == get_recipe("demo").sampling
+    assert recommended_sampling(demo).temperature == 0.65
+
+
+def arpg_load(path):
+    from arpg import load_model
+
+    return load_model(path)
+
+
+def test_sampling_settings_round_trip_through_the_weights_file(tiny_model, tmp_path):
+    from arpg import load_model, save_model
+    from arpg.sampling import SamplingConfig
+
+    tiny_model.sampling = SamplingConfig(steps=7, cfg_scale=3.0, step_schedule="cosine", top_k=5)
+    save_model(tiny_model, tmp_path / "m.safetensors")
+    assert load_model(tmp_path / "m.safetensors").sampling == tiny_model.sampling
+
+
+@pytest.mark.parametrize("kwargs,words", [
+    (dict(steps=4, step_schedule=[32, 32]), "contradicts the explicit step_schedule"),
+    (dict(step_schedule=[30, 30]), "must sum to the 64 cells"),
+    (dict(steps=0), "steps must be a positive integer"),
+    (dict(steps=65), "steps must be an integer in 1..64"),
+    (dict(temperature=float("inf")), "temperature must be a finite number"),
+    (dict(cfg_scale=float("nan")), "cfg_scale must be a finite number"),
+    (dict(top_p=1.5), "top_p must be in (0, 1]"),
+    (dict(top_k=0), "top_k must be a positive integer"),
+    (dict(order="bogus"), "order must be one of"),
+    (dict(attention="bogus"), "attention must be one of"),
+    (dict(batch_size=0), "batch_size must be a positive integer"),
+])
+def test_generate_refuses_bad_settings(tiny_model, kwargs, words):
+    with pytest.raises(ARPGError) as e:
+        generate(tiny_model, [1, 2], generator=_gen(0), **kwargs)
+    assert words in str(e.value)
+
+
+def test_explicit_step_list_sets_steps(tiny_model):
+    from arpg.sampling import resolve_sampling
+
+    sc = resolve_sampling(tiny_model, step_schedule="32,16,16")
+    assert sc.step_schedule == (32, 16, 16) and sc.steps == 3
+
+
+def test_memory_check_refuses_a_batch_that_cannot_fit(tiny_model, monkeypatch):
+    monkeypatch.setattr(gen_mod, "available_memory", lambda device: 10 * 2**20)  # 10 MiB free
+    with pytest.raises(ARPGError, match="use a batch size of at most"):
+        generate(tiny_model, torch.arange(4000) % 10, generator=_gen(0), steps=8)
+    generate(tiny_model, torch.arange(4) % 10, generator=_gen(0), steps=8)  # a small one still runs

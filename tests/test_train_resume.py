@@ -245,3 +245,67 @@ def test_compile_without_a_cpp_compiler_is_one_clear_error(codes, tmp_path, monk
     monkeypatch.setattr(trainer_mod.shutil, "which", lambda name: None)
     with pytest.raises(ARPGError, match="needs a C\\+\\+ compiler"):
         Trainer(_cfg(codes, tmp_path / "run", compile=True, device="cpu"))
+
+
+@pytest.mark.parametrize("batch", [4, 16, 256, 1024])
+def test_lr_schedule_never_rises_at_any_batch(codes, tmp_path, batch):
+    """The floor is scaled like the peak (both per 256 samples), so the decay only falls after warm-up."""
+    t = Trainer(TrainConfig(codes=str(codes), out=str(tmp_path / f"b{batch}"), preset="ARPG-nano", batch_size=batch,
+                            steps=50, lr=1e-4, min_lr=1e-5, warmup=0.2, progress=False))
+    lrs = [t.schedule(s) for s in range(50)]
+    peak = max(lrs)
+    assert peak == pytest.approx(1e-4 * batch / 256)
+    after = lrs[lrs.index(peak):]
+    assert all(b <= a for a, b in zip(after, after[1:]))
+    assert after[-1] == pytest.approx(1e-5 * batch / 256)
+
+
+def test_floor_above_peak_is_refused(codes, tmp_path):
+    with pytest.raises(ARPGError, match="above --lr"):
+        TrainConfig(codes=str(codes), out=str(tmp_path), preset="ARPG-nano", steps=5, lr=1e-5, min_lr=1e-4).validate()
+
+
+def _cli_train(codes, out, *extra):
+    from arpg.cli import main
+
+    return main(["train", "--codes", str(codes), "--out", str(out), "--no-progress", *extra])
+
+
+def test_resume_takes_the_checkpoints_settings_and_refuses_contradictions(codes, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _cli_train(codes, out, "--preset", "ARPG-nano", "--steps", "4", "--batch-size", "4", "--lr", "0.02",
+                      "--seed", "5", "--save-every", "2") == 0
+    # Finished: a plain resume says how to extend.
+    capsys.readouterr()
+    assert main_resume(out) == 2
+    assert "already at step 4; pass a larger --steps" in capsys.readouterr().err
+    # Contradicting flags are refused, naming each.
+    assert main_resume(out, "--steps", "6", "--lr", "0.03", "--seed", "6") == 2
+    err = capsys.readouterr().err
+    assert "lr 0.02 (checkpoint) vs 0.03 (now)" in err and "seed 5 (checkpoint) vs 6 (now)" in err
+    # Same values are fine; the rest comes from the checkpoint (no --codes, --preset, --batch-size, --lr).
+    assert main_resume(out, "--steps", "6", "--lr", "0.02") == 0
+    info = json.loads((out / "run.json").read_text())
+    assert info["args"]["batch_size"] == 4 and info["args"]["seed"] == 5 and info["args"]["preset"] == "ARPG-nano"
+    steps = [r["step"] for r in read_log(out)]
+    assert steps[-1] == 6 and steps == sorted(set(steps))
+
+
+def main_resume(out, *extra):
+    from arpg.cli import main
+
+    return main(["train", "--out", str(out), "--no-progress", "--resume", "auto", *extra])
+
+
+def test_extended_run_continues_at_the_floor(codes, tmp_path):
+    """Past the original length the checkpoint's schedule stays at min_lr; before it, nothing changes."""
+    out = tmp_path / "run"
+    base = dict(lr=0.05, min_lr=1e-3, batch_size=8, warmup=0.2, save_every=4)
+    first = train(_cfg(codes, out, steps=8, **base))
+    t = Trainer(_cfg(codes, out, steps=12, resume="auto", **base))
+    assert t.step == 8 and t.schedule.total == 8
+    floor = 1e-3 * 8 / 256
+    assert [t.schedule(s) for s in range(8, 12)] == pytest.approx([floor] * 4)
+    assert first.steps == 8
+    res = t.fit()
+    assert res.steps == 12 and [r["lr"] for r in read_log(out) if r["step"] > 8] == pytest.approx([floor] * 4)

@@ -181,6 +181,8 @@ def load_model(path: str | os.PathLike, preset: str | None = None, *, device: st
     from .model import ARPG
 
     sd, extras = read_checkpoint(path)
+    if "quantize.embedding.weight" in sd and "head.weight" not in sd:
+        raise CheckpointError(f"{path} is a VQ tokenizer checkpoint, not an ARPG model (pass it as --tokenizer)")
     if preset is not None:
         cfg = get_preset(preset, **overrides)
     elif "config" in extras and extras.get("config_kind", "config") != "vq_config" and "dim" in extras["config"]:

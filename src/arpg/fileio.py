@@ -151,7 +151,7 @@ def load_npy(path: str | os.PathLike, what: str = "array file", mmap: bool = Fal
     try:
         arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except ValueError as e:
-        if "allow_pickle" in str(e) or "Object arrays" in str(e):
+        if "allow_pickle" in str(e) or "Object arrays" in str(e) or "Python objects" in str(e):
             raise ARPGError(f"refused {path}: it holds Python objects, not plain numbers (unsafe to load; nothing "
                             "in it was run)") from None
         raise ARPGError(f"{path} is not a readable {what} (corrupt or not a .npy file: {_first_line(e)})") from None

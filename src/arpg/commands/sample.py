@@ -44,7 +44,7 @@ def sampling_config(args: argparse.Namespace, model) -> SamplingConfig:
     """The settings to use: every option typed on the command line, the model's recommended ones for the
     rest (explicit options always win)."""
     given = {k: getattr(args, k) for k in SamplingConfig.fields() if getattr(args, k, None) is not None}
-    return resolve_sampling(model, None, **given).validate()
+    return resolve_sampling(model, None, **given).validate(model.config.n_cells)
 
 
 def load_pair(model_path: str | None, tokenizer_path: str | None, device: torch.device):

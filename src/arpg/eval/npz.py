@@ -48,6 +48,9 @@ class NpzImages(ImageSource):
         self.path, self.key = Path(path), key
         with self._open() as f:
             shape, dtype = _read_npy_header(f, self.path, key)
+        if dtype.hasobject:
+            raise ARPGError(f"refused {self.path}: {key} holds Python objects, not plain numbers (unsafe to load; "
+                            "nothing in it was run)")
         if dtype != np.uint8:
             raise ARPGError(f"{self.path}: {key} has dtype {dtype}; expected uint8 images [N, H, W, 3]")
         if len(shape) not in (3, 4) or (len(shape) == 4 and shape[3] not in (1, 3)):
@@ -142,7 +145,7 @@ def open_images(path: str | os.PathLike) -> ImageSource:
     if not p.exists():
         raise ARPGError(f"not found: {p}")
     if not zipfile.is_zipfile(p):
-        raise ARPGError(f"{p} is neither a folder of images nor an .npz file")
+        raise ARPGError(f"{p} is neither a folder of images nor an .npz file (corrupt or another format)")
     return NpzImages(p)
 
 
@@ -172,8 +175,13 @@ def load_reference(path: str | os.PathLike) -> Reference:
             keys = set(z.files)
             mu = np.asarray(z["mu"], np.float64) if "mu" in keys else None
             sigma = np.asarray(z["sigma"], np.float64) if "sigma" in keys else None
-    except (ValueError, OSError, zipfile.BadZipFile) as e:
-        raise ARPGError(f"{p} is not a readable .npz ({str(e)[:120]})") from None
+    except ValueError as e:
+        if "Object arrays" in str(e) or "allow_pickle" in str(e):
+            raise ARPGError(f"refused {p}: it holds Python objects, not plain numbers (unsafe to load; nothing in "
+                            "it was run)") from None
+        raise ARPGError(f"{p} is not a readable .npz (corrupt or not an .npz file: {str(e)[:120]})") from None
+    except (OSError, zipfile.BadZipFile) as e:
+        raise ARPGError(f"{p} is not a readable .npz (corrupt or not an .npz file: {str(e)[:120]})") from None
     if (mu is None) != (sigma is None):
         raise ARPGError(f"{p} has only one of 'mu' / 'sigma'; both are needed for stored statistics")
     images = NpzImages(p) if IMAGES_KEY in keys else None

@@ -157,7 +157,8 @@ def generate(
     named_order = order if isinstance(order, str) else None
     sc = resolve_sampling(model, sampling, steps=steps, cfg_scale=cfg_scale, cfg_schedule=cfg_schedule,
                           step_schedule=step_schedule, temperature=temperature, top_k=top_k, top_p=top_p,
-                          order=named_order, attention=attention).validate()
+                          order=named_order, attention=attention)
+    sc.validate(cfg.n_cells if known_mask is None and known_codes is None else None)
     if order is None or named_order is not None:
         order = sc.order
     B, n = labels.shape[0], cfg.n_cells

@@ -74,7 +74,7 @@ class SamplingConfig:
             if self.step_schedule not in STEP_SCHEDULES:
                 bad("step_schedule", f"one of {', '.join(STEP_SCHEDULES)} or a list of counts", self.step_schedule)
             if unknown_cells is not None and self.steps > unknown_cells:
-                raise ARPGError(f"steps must be in 1..{unknown_cells} (one cell per step at least), got {self.steps}")
+                raise ARPGError(f"steps must be an integer in 1..{unknown_cells} (one cell per step at least), got {self.steps}")
         elif not self.step_schedule or min(self.step_schedule) < 1:
             bad("step_schedule", "a list of positive counts", list(self.step_schedule))
         elif unknown_cells is not None and sum(self.step_schedule) != unknown_cells:

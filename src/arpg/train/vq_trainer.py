@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..config import check_field_types
 from ..fileio import atomic_torch_save, atomic_write, load_torch_file
 from ..errors import ARPGError, CheckpointError
 from ..vq import VQTokenizer, get_vq_preset, save_tokenizer
@@ -82,18 +83,35 @@ class TrainVQConfig:
     keep: int = 3
 
     def __post_init__(self) -> None:
-        problems = []
+        problems = check_field_types(self)
+        if problems:
+            raise ARPGError("invalid training settings: " + "; ".join(problems))
         if self.recon_loss not in ("l1", "l2"):
             problems.append(f"recon_loss must be l1 or l2 (got {self.recon_loss!r})")
         if self.lr_schedule not in ("cosine", "constant"):
             problems.append(f"lr_schedule must be cosine or constant (got {self.lr_schedule!r})")
         if self.channels not in (None, 1, 3):
             problems.append(f"channels must be 1 or 3 (got {self.channels})")
-        for name in ("steps", "batch_size", "image_size", "log_every", "keep"):
+        for name in ("steps", "batch_size", "image_size", "log_every", "ckpt_every", "eval_images", "disc_width"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1 (got {getattr(self, name)})")
-        if self.lr <= 0:
-            problems.append(f"lr must be > 0 (got {self.lr})")
+        for name in ("keep", "eval_every", "reseed_every", "warmup", "seed"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be >= 0 (got {getattr(self, name)})")
+        for name in ("codebook_size", "codebook_dim", "disc_layers"):
+            v = getattr(self, name)
+            if v is not None and v < (2 if name == "codebook_size" else 1):
+                problems.append(f"{name} must be >= {2 if name == 'codebook_size' else 1} (got {v})")
+        for name in ("lr", "disc_lr"):
+            v = getattr(self, name)
+            if v is not None and not (math.isfinite(v) and v > 0):
+                problems.append(f"{name} must be a finite number > 0 (got {v})")
+        for name in ("weight_decay", "grad_clip", "beta", "codebook_weight", "perceptual_weight", "disc_weight"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                problems.append(f"{name} must be a finite number >= 0 (got {v})")
+        if not 0 <= self.min_lr_ratio <= 1:
+            problems.append(f"min_lr_ratio must be in [0, 1] (got {self.min_lr_ratio})")
         if problems:
             raise ARPGError("invalid training settings: " + "; ".join(problems))
         self.lpips_weights = [str(p) for p in self.lpips_weights]
