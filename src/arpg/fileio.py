@@ -32,10 +32,15 @@ def temp_beside(path: Path, suffix: str = ".tmp") -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
+    _chmod_umask(tmp)
+    return tmp
+
+
+def _chmod_umask(path: str) -> None:
+    """mkstemp (and some writers, e.g. safetensors) make 0600 files; give the usual permissions (umask)."""
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions (umask)
-    return tmp
+    os.chmod(path, 0o666 & ~umask)
 
 
 def atomic_write(path: str | os.PathLike, write_fn) -> None:
@@ -47,6 +52,7 @@ def atomic_write(path: str | os.PathLike, write_fn) -> None:
     tmp = temp_beside(path)
     try:
         write_fn(tmp)
+        _chmod_umask(tmp)  # again: the writer may have replaced the file
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
