@@ -35,7 +35,7 @@ def retrain_commands(work: str) -> list[list[str]]:
         ["extract-codes", "--data", "animal-mnist", "--tokenizer", str(w / "vq" / "tokenizer.safetensors"),
          "--out", str(w / "codes"), "--ten-crop"],
         ["train", "--codes", str(w / "codes"), "--out", str(w / "arpg"), "--preset", "ARPG-demo",
-         "--steps", str(ARPG_STEPS), "--batch-size", "64", "--lr", "4e-3", "--warmup", "0.03", "--dtype", "fp32",
+         "--steps", str(ARPG_STEPS), "--batch-size", "64", "--lr", "4e-3", "--min-lr", "4e-5", "--warmup", "0.03", "--dtype", "fp32",
          "--ema", str(ARPG_EMA), "--save-every", "500", "--resume", "auto",
          "--tokenizer", str(w / "vq" / "tokenizer.safetensors")],
     ]

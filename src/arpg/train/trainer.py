@@ -67,7 +67,9 @@ class TrainConfig:
     steps: int | None = None
     epochs: float | None = None
     lr: float = 1e-4  # per 256 samples; scaled by batch_size / 256
-    min_lr: float = 1e-5  # per 256 samples too, scaled the same way (so the decay never rises)
+    # Per 256 samples too, scaled the same way (so the decay never rises): 2.5e-6 is the paper's floor of
+    # 1e-5 at its batch of 1024.
+    min_lr: float = 2.5e-6
     warmup: float = 0.25  # < 1: fraction of the steps; >= 1: steps
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.95)
