@@ -43,7 +43,7 @@ def tiny_weights(tmp_path_factory):
     from PIL import Image
 
     from arpg import ARPG, save_model
-    from arpg.tokenizer import VQTokenizer, save_tokenizer
+    from arpg.vq import VQTokenizer, save_tokenizer
 
     d = tmp_path_factory.mktemp("tiny_weights")
     torch.manual_seed(0)

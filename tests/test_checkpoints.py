@@ -146,7 +146,7 @@ def test_written_files_follow_the_umask(tmp_path):
     """Weight files are readable by the group and others under the usual umask (not mkstemp's 0600)."""
     import os
 
-    from arpg.tokenizer import VQTokenizer, save_tokenizer
+    from arpg.vq import VQTokenizer, save_tokenizer
 
     old = os.umask(0o022)
     try:

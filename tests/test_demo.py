@@ -9,7 +9,7 @@ import torch
 from arpg import generate, load_model
 from arpg.demo import run_demo
 from arpg.demo_assets import demo_card, demo_paths
-from arpg.tokenizer import load_tokenizer, to_uint8
+from arpg.vq import load_tokenizer, to_uint8
 
 
 def test_shipped_weights_load_and_generate():

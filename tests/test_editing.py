@@ -5,7 +5,7 @@ import torch
 from arpg import ARPG, ARPGError
 from arpg.editing import box_mask, cell_mask, fill_canvas, inpaint, load_mask, plan_windows
 from arpg.editing.images import edit_image, expand_image, inpaint_image, outpaint_image
-from arpg.tokenizer import VQTokenizer
+from arpg.vq import VQTokenizer
 
 
 @pytest.fixture(scope="module")

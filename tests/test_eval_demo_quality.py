@@ -9,7 +9,7 @@ from arpg import load_model
 from arpg.demo_assets import demo_paths
 from arpg.eval.classifier import load_classifier
 from arpg.eval.demo_quality import CLASSIFIER, editing_figures, generation_table, reconstruction_ceiling
-from arpg.tokenizer import load_tokenizer
+from arpg.vq import load_tokenizer
 
 
 def _assets():

@@ -121,7 +121,7 @@ def test_bad_image_size_is_one_line_error(folder, tmp_path):
 
 def test_ranks_take_disjoint_chunks_and_rank0_writes_the_index(folder, tmp_path):
     from arpg.data.extract import chunks_for_rank
-    from arpg.train.distributed import DistInfo
+    from arpg.util.distributed import DistInfo
 
     for n, w in ((1, 1), (7, 2), (5, 3), (2, 4)):
         parts = [chunks_for_rank(n, r, w) for r in range(w)]
@@ -146,7 +146,7 @@ def test_ranks_take_disjoint_chunks_and_rank0_writes_the_index(folder, tmp_path)
 
 @pytest.mark.slow
 def test_two_ranks_split_the_work_and_match_one_process(folder, tmp_path):
-    from arpg.tokenizer import VQTokenizer, save_tokenizer
+    from arpg.vq import VQTokenizer, save_tokenizer
 
     torch.manual_seed(0)
     tok_path = tmp_path / "vq.safetensors"
@@ -176,7 +176,7 @@ def test_two_ranks_split_the_work_and_match_one_process(folder, tmp_path):
 
 def test_cli_reports_and_errors_in_one_line(folder, tmp_path, capsys):
     from arpg.cli import main
-    from arpg.tokenizer import VQTokenizer, save_tokenizer
+    from arpg.vq import VQTokenizer, save_tokenizer
 
     base = ["extract-codes", "--image-size", "16", "--workers", "0", "--device", "cpu", "--no-progress"]
     assert main([*base, "--data", str(folder), "--tokenizer", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "o")]) == 2

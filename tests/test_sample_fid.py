@@ -112,7 +112,7 @@ def test_any_model_gets_a_recipe_from_itself(tiny_weights):
     from arpg import load_model
     from arpg.commands.sample_fid import recipe_for_model
     from arpg.sampling import recommended_sampling
-    from arpg.tokenizer import load_tokenizer
+    from arpg.vq import load_tokenizer
 
     model = load_model(tiny_weights / "arpg.safetensors")
     model.config.num_classes = 7  # a class count no pinned recipe has

@@ -6,7 +6,7 @@ import torch
 
 import arpg
 from arpg.errors import ARPGError, CheckpointError
-from arpg.tokenizer import (VQConfig, VQTokenizer, from_uint8, get_vq_preset, infer_vq_config, load_tokenizer,
+from arpg.vq import (VQConfig, VQTokenizer, from_uint8, get_vq_preset, infer_vq_config, load_tokenizer,
                             save_tokenizer, to_uint8, vq_preset_names)
 from arpg.vq.perceptual import load_perceptual, perceptual_from_state_dict
 

@@ -172,7 +172,7 @@ def test_cli_train_and_one_line_errors(codes, tmp_path, capsys):
 def test_sample_grid_with_tokenizer_does_not_disturb_training(codes, tmp_path):
     from PIL import Image
 
-    from arpg.tokenizer import VQTokenizer, save_tokenizer
+    from arpg.vq import VQTokenizer, save_tokenizer
 
     torch.manual_seed(0)
     tok = tmp_path / "vq.safetensors"

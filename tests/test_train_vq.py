@@ -7,7 +7,7 @@ from PIL import Image, ImageDraw
 
 from arpg.cli import main
 from arpg.errors import ARPGError, CheckpointError
-from arpg.tokenizer import load_tokenizer
+from arpg.vq import load_tokenizer
 from arpg.train.vq_trainer import BatchSchedule, TrainVQConfig, VQTrainer
 
 

@@ -5,9 +5,8 @@ from .errors import ARPGError, CheckpointError
 from .model import ARPG, random_orders
 from .checkpoints import load_model, save_model
 from .sampling import generate
-from .tokenizer import VQConfig, VQTokenizer, load_tokenizer
-
-__version__ = "0.1.0"
+from .vq import VQConfig, VQTokenizer, load_tokenizer
+from .util.version import __version__
 
 __all__ = [
     "ARPG",

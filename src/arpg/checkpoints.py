@@ -24,7 +24,7 @@ import torch
 
 from .config import ARPG_PRESETS, ARPGConfig, get_preset
 from .errors import ARPGError, CheckpointError
-from .fileio import atomic_torch_save, atomic_write, load_torch_file, temp_beside  # noqa: F401 (re-exported)
+from .util.files import atomic_write, load_torch_file
 
 STATE_KEYS = ("ema", "state_dict", "model", "module")  # order of preference when several are present
 PREFIXES = ("module.", "_orig_mod.")

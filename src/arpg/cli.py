@@ -17,7 +17,7 @@ import sys
 
 import torch
 
-from . import __version__
+from .util.version import __version__
 from .commands._common import OneLineParser
 from .errors import ARPGError
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ARPGError
+from .util.configs import check_field_types, from_dict_strict, preset_params
 from .rope import CLASS_ROPE_MODES
 
 
@@ -19,29 +20,6 @@ def swiglu_hidden(dim: int, multiple_of: int = 256) -> int:
     """FFN width used by Llama/LlamaGen/ARPG: 2/3 of 4*dim, rounded up to a multiple of ``multiple_of``."""
     hidden = int(2 * (4 * dim) / 3)
     return multiple_of * ((hidden + multiple_of - 1) // multiple_of)
-
-
-_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
-
-
-def check_field_types(obj: Any) -> list[str]:
-    """Problems with a dataclass's field values against their annotations (``int``, ``float``, ``str``,
-    ``bool``, optionally ``| None``), so that e.g. ``dim="abc"`` from a command line is one clear line."""
-    problems = []
-    for f in dataclasses.fields(obj):
-        ann = str(f.type).replace(" ", "")
-        nullable = ann.endswith("|None")
-        base = ann[:-5] if nullable else ann
-        if base not in _TYPES:
-            continue
-        v = getattr(obj, f.name)
-        if v is None and nullable:
-            continue
-        ok = isinstance(v, _TYPES[base]) and (base == "bool" or not isinstance(v, bool))
-        if not ok:
-            problems.append(f"{f.name} must be {'an integer' if base == 'int' else 'a ' + base}"
-                            f"{' or null' if nullable else ''} (got {v!r})")
-    return problems
 
 
 @dataclass
@@ -140,11 +118,7 @@ class ARPGConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ARPGConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ARPGError(f"unknown ARPGConfig fields: {', '.join(unknown)}")
-        return cls(**d)
+        return from_dict_strict(cls, d)
 
 
 _NO_DROPOUT = dict(class_dropout=0.1, embed_dropout=0.0, resid_dropout=0.0, ffn_dropout=0.0)
@@ -170,19 +144,6 @@ ARPG_PRESETS: dict[str, dict[str, Any]] = {
 
 def preset_names() -> list[str]:
     return list(ARPG_PRESETS)
-
-
-def preset_params(table: dict[str, dict[str, Any]], config_cls: type, name: str, overrides: dict[str, Any],
-                  what: str = "preset") -> dict[str, Any]:
-    """The parameters of ``table[name]`` (case-insensitive) merged with ``overrides``, all validated."""
-    key = {k.lower(): k for k in table}.get(name.lower())
-    if key is None:
-        raise ARPGError(f"unknown {what} {name!r}; choose one of: {', '.join(table)}")
-    fields = {f.name for f in dataclasses.fields(config_cls)}
-    bad = sorted(set(overrides) - fields)
-    if bad:
-        raise ARPGError(f"unknown override(s) {', '.join(bad)} for {what} {key}; valid fields: {', '.join(sorted(fields))}")
-    return {**table[key], **overrides}
 
 
 def get_preset(name: str, **overrides: Any) -> ARPGConfig:

@@ -21,8 +21,8 @@ from .data.animal_mnist import CLASS_NAMES, load_split, padded
 from .demo_assets import demo_card, demo_paths
 from .editing.images import edit_image, expand_image, inpaint_image, outpaint_image
 from .sampling import generate, recommended_sampling
-from .tokenizer import load_tokenizer, to_uint8
-from .visual import make_grid, to_pil
+from .vq import load_tokenizer, to_uint8
+from .util.images import make_grid, to_pil
 
 SCALE = 3  # enlarge the 32x32 pictures in the report
 

@@ -10,22 +10,17 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import re
 import tempfile
 from pathlib import Path
 from typing import Callable
 
-import torch
-
 from ..errors import ARPGError
+from ..util.devices import check_device_name, parse_dtype, pick_device  # noqa: F401 (pick_device for commands)
 
-DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-          "fp16": torch.float16, "float16": torch.float16}
 #: Image formats an output image may be written as (by its file extension).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 #: Seeds go to torch.Generator.manual_seed, which takes 64-bit values.
 MAX_SEED = 2**63 - 1
-_DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -100,40 +95,19 @@ decay = float_range(0.0, 1.0, hi_open=True)
 # ------------------------------------------------------------------------------------------------
 def device_name(text: str) -> str:
     """An argparse type: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (checked against this machine)."""
-    name = str(text).strip().lower()
-    if not _DEVICE_RE.match(name):
-        raise argparse.ArgumentTypeError(f"unknown device {text!r}; use auto, cpu, cuda, cuda:N or mps")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise argparse.ArgumentTypeError(f"device {text!r} requested but CUDA is not available here")
-        if ":" in name and int(name.split(":")[1]) >= torch.cuda.device_count():
-            raise argparse.ArgumentTypeError(f"device {text!r}: this machine has {torch.cuda.device_count()} GPU(s)")
-    if name == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise argparse.ArgumentTypeError("device 'mps' requested but MPS is not available here")
-    return name
+    try:
+        return check_device_name(text)
+    except ARPGError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def dtype_name(text: str) -> str:
     """An argparse type: fp32 / bf16 / fp16 (and their long names)."""
-    if str(text).lower() not in DTYPES:
-        raise argparse.ArgumentTypeError(f"unknown dtype {text!r}; choose one of fp32, bf16, fp16")
+    try:
+        parse_dtype(text)
+    except ARPGError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
     return str(text).lower()
-
-
-def parse_dtype(name: str) -> torch.dtype:
-    try:
-        return DTYPES[name.lower()]
-    except KeyError:
-        raise ARPGError(f"unknown dtype {name!r}; choose one of fp32, bf16, fp16") from None
-
-
-def pick_device(name: str | None) -> torch.device:
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device_name(name))
-    except argparse.ArgumentTypeError as e:
-        raise ARPGError(str(e)) from None
 
 
 def add_device_args(p: argparse.ArgumentParser) -> None:

@@ -71,7 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..editing import edit_image, expand_image, inpaint_image, outpaint_image
-    from ..visual import to_pil
+    from ..util.images import to_pil
 
     if args.task in ("inpaint", "edit") and (args.mask is None) == (args.box is None):
         raise ARPGError("give exactly one of --mask PNG or --box x0,y0,x1,y1")

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from .. import __version__
-from ..fileio import atomic_write
+from ..util.version import __version__
+from ..util.files import atomic_write
 from ..errors import ARPGError
 from ..eval.fid import FeatureStats, frechet_distance
 from ..eval.inception import features_from_batches, load_inception

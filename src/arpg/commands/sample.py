@@ -51,7 +51,7 @@ def load_pair(model_path: str | None, tokenizer_path: str | None, device: torch.
     """The ARPG model and tokenizer to use: the given files, or the shipped demo weights."""
     from ..checkpoints import load_model
     from ..demo_assets import demo_paths
-    from ..tokenizer import load_tokenizer
+    from ..vq import load_tokenizer
 
     if model_path is None or tokenizer_path is None:
         shipped = demo_paths()
@@ -123,8 +123,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .. import generate
-    from ..tokenizer import to_uint8
-    from ..visual import make_grid, save_images, to_pil
+    from ..vq import to_uint8
+    from ..util.images import make_grid, save_images, to_pil
 
     out = Path(args.out)
     stale = prepare_sample_folder(out)

@@ -58,7 +58,7 @@ def recipe_for_model(model, tok, name: str | None) -> Recipe:
 def run(args: argparse.Namespace) -> int:
     from ..demo_assets import demo_paths
     from ..eval.sample_fid import sample_for_eval
-    from ..train.distributed import barrier, init_distributed, shutdown
+    from ..util.distributed import barrier, init_distributed, shutdown
     from .sample import load_pair
 
     info = init_distributed(args.device)

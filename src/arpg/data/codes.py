@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ..errors import ARPGError
-from ..fileio import atomic_write, load_npy
+from ..util.files import atomic_write, load_npy
 
 INDEX_NAME = "index.json"
 FORMAT = "arpg-codes"

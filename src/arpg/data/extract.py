@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from ..fileio import atomic_write
+from ..util.files import atomic_write
 from ..errors import ARPGError
 from .codes import CodeIndex, code_dtype, save_npy, shard_names
 from .crops import CROP_MODES, make_crops, to_model_input
@@ -232,7 +232,7 @@ def extract_codes(cfg: ExtractConfig, tokenizer=None, dist_info=None) -> Extract
     ``dist_info`` (a :class:`~arpg.train.distributed.DistInfo`) overrides the rank / world size taken from
     torchrun's environment; the caller then owns the process group.
     """
-    from ..train.distributed import barrier, init_distributed, shutdown
+    from ..util.distributed import barrier, init_distributed, shutdown
 
     if cfg.crops not in CROP_MODES:
         raise ARPGError(f"unknown crop mode {cfg.crops!r}; choose one of {', '.join(CROP_MODES)}")
@@ -247,7 +247,7 @@ def extract_codes(cfg: ExtractConfig, tokenizer=None, dist_info=None) -> Extract
     try:
         tok = tokenizer
         if tok is None:
-            from ..tokenizer import load_tokenizer
+            from ..vq import load_tokenizer
 
             tok = load_tokenizer(cfg.tokenizer, device=info.device)
         channels = int(tok.config.in_channels)

@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..fileio import atomic_write
+from ..util.files import atomic_write
 
 
 class SmallCNN(nn.Module):

@@ -40,7 +40,7 @@ def _fd(a: np.ndarray, b: np.ndarray) -> float:
 def generation_table(model, tok, clf, settings: list[dict[str, Any]], per_class: int = 100, seed: int = 0,
                      log=print) -> list[dict[str, Any]]:
     from ..sampling import generate
-    from ..tokenizer import to_uint8
+    from ..vq import to_uint8
 
     held, held_y = load_split("heldout")
     _, held_f = predict(clf, padded(held))
@@ -141,7 +141,7 @@ def floor(clf) -> float:
 def reconstruction_ceiling(tok, clf) -> dict[str, float]:
     """Class accuracy and Frechet distance of the tokenizer's reconstructions of the held-out images: the
     best any generator working through this tokenizer can score."""
-    from ..tokenizer import from_uint8, to_uint8
+    from ..vq import from_uint8, to_uint8
 
     held, held_y = load_split("heldout")
     src = padded(held)
@@ -156,7 +156,7 @@ def reconstruction_ceiling(tok, clf) -> dict[str, float]:
 def main() -> None:  # pragma: no cover - long-running measurement
     from ..checkpoints import load_model
     from ..sampling import recommended_sampling
-    from ..tokenizer import load_tokenizer
+    from ..vq import load_tokenizer
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None)

@@ -19,7 +19,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from ..data.folder import IMAGE_EXTENSIONS, read_rgb
-from ..fileio import temp_beside
+from ..util.files import temp_beside
 from ..errors import ARPGError
 
 IMAGES_KEY = "arr_0"

@@ -29,10 +29,10 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import ARPGError
-from ..fileio import atomic_write_text
-from ..tokenizer import to_uint8
+from ..util.files import atomic_write_text
+from ..vq import to_uint8
 from ..sampling import generate
-from ..visual import save_images
+from ..util.images import save_images
 from .npz import folder_to_npz
 from ..sampling.recipes import Recipe
 

@@ -34,7 +34,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import torch
 
-from ..fileio import atomic_write, load_torch_file
+from ..util.files import atomic_write, load_torch_file
 from ..errors import CheckpointError
 
 FORMAT = "arpg-train"

@@ -39,7 +39,7 @@ from ..data.codes import CodeDataset, CodeIndex
 from ..errors import ARPGError
 from ..model import ARPG
 from . import checkpointing as ckpt
-from .distributed import (DistInfo, all_gather_objects, all_reduce_mean, barrier, init_distributed, shutdown,
+from ..util.distributed import (DistInfo, all_gather_objects, all_reduce_mean, barrier, init_distributed, shutdown,
                           wrap_model)
 from .metrics import MetricsLog
 from .optim import EMA, WarmupCosine, build_optimizer, scaled_lr, set_lr, warmup_steps
@@ -508,7 +508,7 @@ class Trainer:
 
     def _decode(self, codes: torch.Tensor) -> torch.Tensor:
         if self._tokenizer is None:
-            from ..tokenizer import load_tokenizer
+            from ..vq import load_tokenizer
 
             self._tokenizer = load_tokenizer(self.cfg.tokenizer).to(self.dist.device).eval()
         with torch.no_grad():

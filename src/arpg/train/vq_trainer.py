@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..config import check_field_types
-from ..fileio import atomic_torch_save, atomic_write, load_torch_file
+from ..util.configs import check_field_types
+from ..util.files import atomic_torch_save, atomic_write, load_torch_file
 from ..errors import ARPGError, CheckpointError
 from ..vq import VQTokenizer, get_vq_preset, save_tokenizer
 from ..vq.discriminator import PatchDiscriminator, hinge_d_loss, hinge_g_loss

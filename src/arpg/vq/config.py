@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ARPGError
+from ..util.configs import from_dict_strict, preset_params
 
 
 @dataclass
@@ -76,11 +77,7 @@ class VQConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "VQConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ARPGError(f"unknown VQConfig fields: {', '.join(unknown)}")
-        return cls(**d)
+        return from_dict_strict(cls, d)
 
     @staticmethod
     def looks_like(d: Any) -> bool:
@@ -113,6 +110,4 @@ def vq_preset_names() -> list[str]:
 
 def get_vq_preset(name: str, **overrides: Any) -> VQConfig:
     """Return the named preset's config with ``overrides`` applied (any :class:`VQConfig` field)."""
-    from ..config import preset_params
-
     return VQConfig(**preset_params(VQ_PRESETS, VQConfig, name, overrides, what="tokenizer preset"))

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 import torch
 
 from ..checkpoints import load_state_strict, read_checkpoint
-from ..fileio import atomic_write
+from ..util.files import atomic_write
 from ..errors import CheckpointError
 from .config import VQ_PRESETS, VQConfig, get_vq_preset
 from .model import VQTokenizer

@@ -118,10 +118,10 @@ class VQTokenizer(nn.Module):
     def _check_images(self, images: Any) -> torch.Tensor:
         if not isinstance(images, torch.Tensor):
             raise ARPGError(f"encode expects a float torch tensor [B, C, H, W] in [-1, 1]; got {type(images).__name__} "
-                            "(convert uint8 pixels or PIL images with arpg.tokenizer.from_uint8)")
+                            "(convert uint8 pixels or PIL images with arpg.vq.from_uint8)")
         if not images.is_floating_point():
             raise ARPGError(f"encode expects float images in [-1, 1]; got a {str(images.dtype).replace('torch.', '')} "
-                            "tensor (convert uint8 pixels with arpg.tokenizer.from_uint8)")
+                            "tensor (convert uint8 pixels with arpg.vq.from_uint8)")
         if images.ndim != 4:
             raise ARPGError(f"encode expects images shaped [B, C, H, W]; got {list(images.shape)}")
         c = self.config.in_channels
@@ -136,7 +136,7 @@ class VQTokenizer(nn.Module):
                 raise ARPGError("images contain NaN or infinite values")
             if lo < -1.5 or hi > 1.5:
                 raise ARPGError(f"images must be floats in [-1, 1]; got values in [{lo:.3g}, {hi:.3g}] "
-                                "(pixels 0..255? use arpg.tokenizer.from_uint8)")
+                                "(pixels 0..255? use arpg.vq.from_uint8)")
         p = self._param()
         return images.to(device=p.device, dtype=p.dtype)
 

@@ -1,11 +1,15 @@
-"""Conversions between uint8 pixels (numpy / PIL) and the float tensors in [-1, 1] the tokenizer uses."""
+"""Images: conversions between uint8 pixels (numpy / PIL) and the float tensors in [-1, 1] the tokenizer
+uses, grids and strips of images, and saving them."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from ..errors import ARPGError
 
@@ -83,3 +87,49 @@ def from_uint8(pixels: Any, channels: int | None = None) -> torch.Tensor:
         elif channels == 1 and x.shape[1] == 3:
             x = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True).round()
     return (x / 127.5 - 1.0).contiguous()
+
+
+def make_grid(images: np.ndarray, ncol: int | None = None, pad: int = 2, fill: int = 255) -> np.ndarray:
+    """Tile uint8 images [N, H, W, C] into one uint8 image, ``ncol`` per row (default ~sqrt(N))."""
+    n, h, w, c = images.shape
+    ncol = ncol or max(1, int(np.ceil(np.sqrt(n))))
+    nrow = int(np.ceil(n / ncol))
+    out = np.full((nrow * (h + pad) + pad, ncol * (w + pad) + pad, c), fill, dtype=np.uint8)
+    for i, img in enumerate(images):
+        r, col = divmod(i, ncol)
+        out[pad + r * (h + pad): pad + r * (h + pad) + h, pad + col * (w + pad): pad + col * (w + pad) + w] = img
+    return out
+
+
+def to_pil(image: np.ndarray, scale: int = 1) -> Image.Image:
+    """uint8 [H, W, C] (C = 1 or 3) to a PIL image, optionally enlarged with nearest-neighbour pixels."""
+    img = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+    if scale > 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    return img
+
+
+def save_images(images: np.ndarray, out_dir: str | os.PathLike, prefix: str = "", start: int = 0) -> list[Path]:
+    """Write each uint8 image [N, H, W, C] as ``{prefix}{index:06d}.png``; returns the paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, img in enumerate(images):
+        p = out_dir / f"{prefix}{start + i:06d}.png"
+        to_pil(img).save(p)
+        paths.append(p)
+    return paths
+
+
+def make_strip(images: list[np.ndarray], gap: int = 4, fill: int = 255) -> np.ndarray:
+    """uint8 images [H_i, W_i, C] side by side (top-aligned, padded to the tallest) with ``gap`` pixels between."""
+    h = max(i.shape[0] for i in images)
+    c = images[0].shape[2]
+    parts = []
+    for k, img in enumerate(images):
+        if k:
+            parts.append(np.full((h, gap, c), fill, dtype=np.uint8))
+        canvas = np.full((h, img.shape[1], c), fill, dtype=np.uint8)
+        canvas[: img.shape[0]] = img
+        parts.append(canvas)
+    return np.concatenate(parts, axis=1)

@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from ..errors import ARPGError
+from .devices import pick_device
 
 
 @dataclass(frozen=True)
@@ -44,14 +44,11 @@ class DistInfo:
 
 
 def _device_for(name: str | None, local_rank: int) -> torch.device:
-    if name in (None, "auto"):
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ARPGError(f"device {name!r} requested but CUDA is not available")
-        # Under torchrun each process takes the GPU of its local rank.
-        return torch.device("cuda", local_rank if name == "cuda" else torch.device(name).index or 0)
-    return torch.device(name)
+    name = "cuda" if name in (None, "auto") and torch.cuda.is_available() else name
+    dev = pick_device(name)
+    if dev.type == "cuda" and dev.index is None:
+        return torch.device("cuda", local_rank)  # under torchrun each process takes its local rank's GPU
+    return dev
 
 
 def init_distributed(device: str | None = "auto", timeout_s: float = 1800.0) -> DistInfo:
@@ -98,15 +95,6 @@ def all_gather_objects(obj: Any, info: DistInfo) -> list[Any]:
     return out
 
 
-def broadcast_object(obj: Any, info: DistInfo) -> Any:
-    """Rank 0's ``obj`` on every rank."""
-    if not info.distributed:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def wrap_model(model: nn.Module, info: DistInfo, fsdp: bool = False) -> nn.Module:
     """Return the module to train: ``model`` itself, DDP around it, or ``model`` sharded in place by FSDP."""
     if fsdp:
@@ -126,8 +114,3 @@ def wrap_model(model: nn.Module, info: DistInfo, fsdp: bool = False) -> nn.Modul
     ids = [info.device.index] if info.device.type == "cuda" else None
     # The only buffer is the constant RoPE table: no need to re-broadcast it every step.
     return DDP(model, device_ids=ids, broadcast_buffers=False)
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The ARPG module under a DDP wrapper (FSDP shards in place, so it is returned as is)."""
-    return model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) else model

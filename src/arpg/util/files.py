@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import ARPGError, CheckpointError
+from ..errors import ARPGError, CheckpointError
 
 
 # ------------------------------------------------------------------------------------------------
