@@ -7,8 +7,8 @@ import numpy as np
 import torch
 
 from arpg import generate, load_model
-from arpg.demo import run_demo
-from arpg.demo_assets import demo_card, demo_paths
+from arpg.demo.report import run_demo
+from arpg.demo.assets import demo_card, demo_paths
 from arpg.vq import load_tokenizer, to_uint8
 
 
@@ -49,7 +49,7 @@ def test_retrain_commands_parse_and_chain(tmp_path):
     """The recorded recipe must stay runnable: every command parses, and each one reads what the one
     before it writes."""
     from arpg.cli import build_parser
-    from arpg.demo_train import FINAL, retrain_commands
+    from arpg.demo.retrain import FINAL, retrain_commands
 
     parser = build_parser()
     cmds = retrain_commands(str(tmp_path))
@@ -63,3 +63,19 @@ def test_retrain_commands_parse_and_chain(tmp_path):
     # The shipped file is the run's EMA export, so the run must keep an EMA.
     assert "--ema" in train and "ema" in FINAL.name
     assert FINAL.parts[0] == Path(train[train.index("--out") + 1]).name
+
+
+def test_recorded_commands_parse_to_the_configs_retrain_runs(tmp_path):
+    """Retraining calls the library, not the CLI; the command lines in the card must mean the same runs."""
+    from arpg.cli import build_parser
+    from arpg.commands import extract_codes, train, train_vq
+    from arpg.demo.retrain import retrain_commands, retrain_configs
+
+    parser = build_parser()
+    vq_cmd, ex_cmd, tr_cmd = (parser.parse_args(c) for c in retrain_commands(str(tmp_path)))
+    vq_cfg, ex_cfg, tr_cfg = retrain_configs(str(tmp_path))
+    assert train_vq.config_from_args(vq_cmd) == vq_cfg
+    assert extract_codes.config_from_args(ex_cmd) == ex_cfg
+    (tmp_path / "vq").mkdir()
+    (tmp_path / "vq" / "tokenizer.safetensors").write_bytes(b"")  # train checks that its --tokenizer exists
+    assert train.config_from_args(tr_cmd) == tr_cfg

@@ -6,9 +6,9 @@ import numpy as np
 import torch
 
 from arpg import load_model
-from arpg.demo_assets import demo_paths
-from arpg.eval.classifier import load_classifier
-from arpg.eval.demo_quality import CLASSIFIER, editing_figures, generation_table, reconstruction_ceiling
+from arpg.demo.assets import demo_paths
+from arpg.demo.classifier import load_classifier
+from arpg.demo.quality import CLASSIFIER, editing_figures, generation_table, reconstruction_ceiling
 from arpg.vq import load_tokenizer
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from arpg.eval.seams import KNOWN, matched_seam_contrast, origin_map, seam_stats
+from arpg.demo.seams import KNOWN, matched_seam_contrast, origin_map, seam_stats
 
 
 def _brute(px, origin, f):

@@ -157,7 +157,7 @@ def test_generate_without_settings_uses_the_models_recommended_ones(tiny_model):
 
 def test_recommended_settings_of_presets_and_the_demo_model():
     from arpg import ARPG
-    from arpg.demo_assets import demo_paths
+    from arpg.demo.assets import demo_paths
     from arpg.sampling import get_recipe, recommended_sampling
 
     with torch.device("meta"):
@@ -177,11 +177,13 @@ def arpg_load(path):
 
 def test_sampling_settings_round_trip_through_the_weights_file(tiny_model, tmp_path):
     from arpg import load_model, save_model
-    from arpg.sampling import SamplingConfig
+    from arpg.sampling import SamplingConfig, recommended_sampling
 
     tiny_model.sampling = SamplingConfig(steps=7, cfg_scale=3.0, step_schedule="cosine", top_k=5)
     save_model(tiny_model, tmp_path / "m.safetensors")
-    assert load_model(tmp_path / "m.safetensors").sampling == tiny_model.sampling
+    loaded = load_model(tmp_path / "m.safetensors")
+    assert loaded.sampling == tiny_model.sampling.to_dict()  # read back as stored: a plain dict
+    assert recommended_sampling(loaded) == tiny_model.sampling
 
 
 @pytest.mark.parametrize("kwargs,words", [

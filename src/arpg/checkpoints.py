@@ -23,7 +23,7 @@ from typing import Any, Mapping
 import torch
 
 from .config import ARPG_PRESETS, ARPGConfig, get_preset
-from .errors import ARPGError, CheckpointError
+from .errors import CheckpointError
 from .util.files import atomic_write, load_torch_file
 
 STATE_KEYS = ("ema", "state_dict", "model", "module")  # order of preference when several are present
@@ -198,12 +198,9 @@ def load_model(path: str | os.PathLike, preset: str | None = None, *, device: st
     model.reset_parameters()  # fills the non-persistent RoPE table
     load_state_strict(model, {k: v for k, v in sd.items()}, path, suggest=suggest_preset)
     if "sampling" in extras:
-        from .sampling.settings import SamplingConfig
-
-        try:
-            model.sampling = SamplingConfig.from_dict(extras["sampling"]).validate()
-        except (TypeError, ARPGError) as e:
-            raise CheckpointError(f"{path} stores invalid sampling settings ({e})") from None
+        if not isinstance(extras["sampling"], dict):
+            raise CheckpointError(f"{path} stores sampling settings that are not a JSON object")
+        model.sampling = dict(extras["sampling"])  # checked where it is used: arpg.sampling.recommended_sampling
     if dtype is not None:
         model = model.to(dtype)
     return model.eval()
@@ -215,7 +212,8 @@ def save_model(model, path: str | os.PathLike, metadata: Mapping[str, str] | Non
 
     sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     meta = {"arpg_config": model.config.to_json(), "format": "arpg"}
-    if getattr(model, "sampling", None) is not None:
-        meta["sampling"] = json.dumps(model.sampling.to_dict())
+    settings = getattr(model, "sampling", None)
+    if settings is not None:
+        meta["sampling"] = json.dumps(settings if isinstance(settings, dict) else settings.to_dict())
     meta.update(metadata or {})
     atomic_write(path, lambda tmp: save_file(sd, tmp, metadata=meta))

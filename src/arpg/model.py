@@ -167,8 +167,9 @@ class ARPG(nn.Module):
         self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         # Not stored in checkpoints: recomputed from the config.
         self.register_buffer("rope", self.rope_table(), persistent=False)
-        # Recommended sampling settings (an arpg.sampling.SamplingConfig) stored with the weights, if any;
-        # arpg.generate fills every argument the caller leaves unset from it (or from the pinned recipe).
+        # Recommended sampling settings stored with the weights, if any: an arpg.sampling.SamplingConfig or
+        # its dict (as read from a file). arpg.generate fills every argument the caller leaves unset from it
+        # (else from the pinned recipe of the architecture).
         self.sampling: Any = None
         self.reset_parameters()
 

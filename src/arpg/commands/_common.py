@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import ARPGError
-from ..util.devices import check_device_name, parse_dtype, pick_device  # noqa: F401 (pick_device for commands)
+from ..util.devices import check_device_name, parse_dtype
 
 #: Image formats an output image may be written as (by its file extension).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")

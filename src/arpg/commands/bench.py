@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="run the sampling and training benchmarks; write benchmarks/RESULTS.md")
     p.add_argument("--quick", action="store_true", help="small presets only (minutes, not tens of minutes)")
     p.add_argument("--skip-run", action="store_true", help="only rebuild RESULTS.md (and the plot) from results")
-    p.add_argument("--quality", default=None, help="demo quality JSON (python -m arpg.eval.demo_quality) to plot")
+    p.add_argument("--quality", default=None, help="demo quality JSON (python -m arpg.demo.quality) to plot")
     p.add_argument("--device", default=None)
     p.set_defaults(func=run)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..demo.report import run_demo
+from ..demo.retrain import FINAL, retrain
 from ..errors import ARPGError
 from ._common import output_dir, positive_int, seed_int
 
@@ -23,14 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..demo import run_demo
-
     if args.install and not args.retrain:
         raise ARPGError("--install copies the weights that --retrain makes; give both, or neither")
     model = tokenizer = None
     if args.retrain:
-        from ..demo_train import FINAL, retrain
-
         times = retrain(args.work_dir, install=args.install)
         print("[retrain] wall time: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in times.items()))
         model = str(Path(args.work_dir) / FINAL)

@@ -12,8 +12,11 @@ import torch
 
 from ..errors import ARPGError
 from .sample import add_sampling_args, load_pair, sampling_config
+from ..editing import edit_image, expand_image, inpaint_image, outpaint_image
+from ..util.images import to_pil
 from ..editing.canvas import MAX_CANVAS_FACTOR
-from ._common import IMAGE_SUFFIXES, input_file, int_range, output_file, parse_dtype, pick_device, positive_int
+from ..util.devices import parse_dtype, pick_device
+from ._common import IMAGE_SUFFIXES, input_file, int_range, output_file, positive_int
 
 
 def _pair(text: str, what: str, minimum: int) -> tuple[int, int]:
@@ -70,8 +73,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..editing import edit_image, expand_image, inpaint_image, outpaint_image
-    from ..util.images import to_pil
 
     if args.task in ("inpaint", "edit") and (args.mask is None) == (args.box is None):
         raise ARPGError("give exactly one of --mask PNG or --box x0,y0,x1,y1")

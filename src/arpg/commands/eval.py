@@ -21,7 +21,8 @@ from ..eval.inception_score import inception_score
 from ..eval.npz import ImageSource, load_reference, open_images
 from ..eval.prdc import precision_recall
 from ..sampling.recipes import get_recipe, recipe_names
-from ._common import device_name, input_file, output_file, pick_device, positive_int
+from ..util.devices import pick_device
+from ._common import device_name, input_file, output_file, positive_int
 
 RECIPE_FILE = "recipe.json"
 

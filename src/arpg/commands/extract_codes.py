@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..data.extract import SKIPPED_NAME, ExtractConfig, extract_codes
 from ._common import device_name, nonneg_int, output_dir, positive_int
 
 EPILOG = """\
@@ -49,13 +50,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
-def _run(args: argparse.Namespace) -> int:
-    from ..data.extract import SKIPPED_NAME, ExtractConfig, extract_codes
+def config_from_args(args: argparse.Namespace) -> ExtractConfig:
+    return ExtractConfig(data=args.data, out=str(args.out), tokenizer=args.tokenizer, image_size=args.image_size,
+                         crops=args.crops, batch_size=args.batch_size, shard_size=args.shard_size,
+                         split=args.split, workers=args.workers, device=args.device, progress=not args.no_progress)
 
-    cfg = ExtractConfig(data=args.data, out=str(args.out), tokenizer=args.tokenizer, image_size=args.image_size,
-                        crops=args.crops, batch_size=args.batch_size, shard_size=args.shard_size,
-                        split=args.split, workers=args.workers, device=args.device, progress=not args.no_progress)
-    s = extract_codes(cfg)
+
+def _run(args: argparse.Namespace) -> int:
+    s = extract_codes(config_from_args(args))
     if s.index is not None:  # rank 0 reports
         i = s.index
         print(f"arpg extract-codes: {i.num_samples} images x {i.num_crops} crops -> {args.out} "

@@ -11,14 +11,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..checkpoints import load_model
+from ..demo.assets import demo_paths
 from ..errors import ARPGError
 from ..model import ATTENTION_MODES
 from ..sampling.guidance import CFG_SCHEDULES
 from ..sampling.orders import ORDERS
-from ..sampling.sampler import resolve_sampling
+from ..sampling.sampler import generate, resolve_sampling
 from ..sampling.settings import SamplingConfig
-from ._common import (add_device_args, finite_float, output_dir, parse_dtype, pick_device, positive_float,
-                      positive_int, probability, seed_int)
+from ..util.devices import parse_dtype, pick_device
+from ..util.images import make_grid, save_images, to_pil, to_uint8
+from ..vq import load_tokenizer
+from ._common import add_device_args, finite_float, output_dir, positive_float, positive_int, probability, seed_int
 
 
 def add_sampling_args(p: argparse.ArgumentParser) -> None:
@@ -49,10 +53,6 @@ def sampling_config(args: argparse.Namespace, model) -> SamplingConfig:
 
 def load_pair(model_path: str | None, tokenizer_path: str | None, device: torch.device):
     """The ARPG model and tokenizer to use: the given files, or the shipped demo weights."""
-    from ..checkpoints import load_model
-    from ..demo_assets import demo_paths
-    from ..vq import load_tokenizer
-
     if model_path is None or tokenizer_path is None:
         shipped = demo_paths()
         model_path = model_path or str(shipped.model)
@@ -122,9 +122,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import generate
-    from ..vq import to_uint8
-    from ..util.images import make_grid, save_images, to_pil
 
     out = Path(args.out)
     stale = prepare_sample_folder(out)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 
+from ..demo.assets import demo_paths
+from ..eval.sample_fid import sample_for_eval
+from ..util.distributed import barrier, init_distributed, shutdown
+from .sample import load_pair
 from ..model import ATTENTION_MODES
 from ..sampling.guidance import CFG_SCHEDULES
 from ..sampling.orders import ORDERS
 from ..sampling.recipes import Recipe, get_recipe, recipe_name_for, recipe_names, recommended_sampling
-from ._common import (device_name, dtype_name, finite_float, output_dir, parse_dtype, positive_float, positive_int,
-                      seed_int)
+from ..util.devices import parse_dtype
+from ._common import device_name, dtype_name, finite_float, output_dir, positive_float, positive_int, seed_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -56,10 +60,6 @@ def recipe_for_model(model, tok, name: str | None) -> Recipe:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..demo_assets import demo_paths
-    from ..eval.sample_fid import sample_for_eval
-    from ..util.distributed import barrier, init_distributed, shutdown
-    from .sample import load_pair
 
     info = init_distributed(args.device)
     try:

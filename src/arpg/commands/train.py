@@ -8,9 +8,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..config import ARPG_PRESETS
+from ..config import ARPG_PRESETS, ARPGConfig
 from ..errors import ARPGError
-from ..train.trainer import TrainConfig
+from ..train.trainer import TrainConfig, resume_train_config, train
 from ._common import (decay, device_name, finite_float, float_range, input_file, nonneg_float, nonneg_int,
                       output_dir, positive_float, positive_int, seed_int)
 
@@ -110,12 +110,10 @@ def parse_overrides(config_file: str | None, sets: list[str]) -> dict[str, Any]:
         except json.JSONDecodeError:
             out[key.strip()] = value
     # Checked here so a bad field or value is one line before any data is read.
-    from ..config import ARPGConfig
-
     bad = sorted(set(out) - {f.name for f in dataclasses.fields(ARPGConfig)})
     if bad:
         raise ARPGError(f"unknown ARPGConfig field(s) {', '.join(bad)} in --set/--config")
-    probe = ARPGConfig(**{k: v for k, v in out.items()})  # noqa: F841 - raises the one-line type errors
+    ARPGConfig(**out)  # raises the one-line type errors
     return out
 
 
@@ -129,8 +127,6 @@ _FLAGS = ("codes", "preset", "init", "batch_size", "grad_accum", "steps", "epoch
 def config_from_args(args: argparse.Namespace):
     """The run's :class:`TrainConfig`: the flags given; for a resumed run the checkpoint's settings for the
     rest, else the published defaults."""
-    from ..train.trainer import TrainConfig, resume_train_config
-
     explicit: dict[str, Any] = {k: getattr(args, k) for k in _FLAGS if getattr(args, k) is not None}
     for k in ("init", "tokenizer", "codes"):
         if k in explicit:
@@ -149,7 +145,5 @@ def config_from_args(args: argparse.Namespace):
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..train.trainer import train
-
     train(config_from_args(args))
     return 0

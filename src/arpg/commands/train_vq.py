@@ -6,10 +6,10 @@ import argparse
 import dataclasses
 import json
 
-from ..errors import ARPGError
-from ..train.vq_trainer import TrainVQConfig, VQTrainer, resume_config
-from ._common import (add_device_args, int_range, nonneg_float, nonneg_int, output_dir, parse_dtype, pick_device,
-                      positive_float, positive_int, seed_int)
+from ..train.vq_trainer import TrainVQConfig, resume_config, train_vq
+from ..util.devices import parse_dtype
+from ._common import (add_device_args, int_range, nonneg_float, nonneg_int, output_dir, positive_float, positive_int,
+                      seed_int)
 
 # Flags default to None so that, on --resume, only the settings the user actually typed override the
 # checkpoint's; these are the real defaults (shown in --help).
@@ -68,20 +68,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
-def _run(args: argparse.Namespace) -> int:
+def config_from_args(args: argparse.Namespace) -> TrainVQConfig:
+    """The run's settings: the flags given; for a resumed run the checkpoint's for the rest."""
     explicit = {k: getattr(args, k) for k in _DEFAULTS if getattr(args, k, None) is not None}
     explicit["out"] = str(args.out)
     cfg = resume_config(args.out, args.resume, explicit) if args.resume else None
-    if cfg is None:
-        cfg = TrainVQConfig(**explicit)
-    device, dtype = pick_device(args.device), parse_dtype(args.dtype)
-    trainer = VQTrainer(cfg, device=device, dtype=dtype, resume=args.resume, progress=not args.no_progress)
-    if trainer.step:
-        print(f"resuming at step {trainer.step} of {cfg.steps}")
-    if trainer.step >= cfg.steps:
-        raise ARPGError(f"the run in {cfg.out} is already at step {trainer.step} of {cfg.steps}; "
-                        "pass a larger --steps to continue")
-    trainer.run()
+    return cfg if cfg is not None else TrainVQConfig(**explicit)
+
+
+def _run(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    trainer = train_vq(cfg, resume=args.resume, device=args.device, dtype=parse_dtype(args.dtype),
+                       progress=not args.no_progress, finished="error")
     last = trainer.records[-1] if trainer.records else {}
     summary = {k: round(v, 4) for k, v in last.items() if k in ("psnr", "usage", "eval_psnr", "eval_usage")}
     print(f"wrote {trainer.out / 'tokenizer.safetensors'} after {trainer.step} steps: {json.dumps(summary)}")

@@ -23,7 +23,7 @@ from PIL import Image
 
 from ..errors import ARPGError
 from ..util.images import from_uint8, to_uint8
-from .canvas import MAX_CANVAS_FACTOR, check_canvas_size, fill_canvas
+from .canvas import check_canvas_size, fill_canvas
 from .masks import box_mask, cell_mask, load_mask
 
 

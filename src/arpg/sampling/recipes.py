@@ -130,5 +130,10 @@ def recommended_sampling(model) -> SamplingConfig:
     own = getattr(model, "sampling", None)
     if isinstance(own, SamplingConfig):
         return own
+    if isinstance(own, dict):  # as stored in a weights file
+        try:
+            return SamplingConfig.from_dict(own).validate(model.config.n_cells)
+        except (TypeError, ValueError) as e:
+            raise ARPGError(f"the model's stored sampling settings are invalid ({e})") from None
     name = recipe_name_for(model.config)
     return get_recipe(name).sampling if name else generic_sampling(model.config)

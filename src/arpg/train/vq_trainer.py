@@ -36,6 +36,7 @@ from ..errors import ARPGError, CheckpointError
 from ..vq import VQTokenizer, get_vq_preset, save_tokenizer
 from ..vq.discriminator import PatchDiscriminator, hinge_d_loss, hinge_g_loss
 from ..vq.perceptual import load_perceptual
+from ..util.devices import pick_device
 from . import checkpointing as ckpt
 
 BUNDLED = "animal-mnist"
@@ -554,3 +555,22 @@ def resume_config(out: str | os.PathLike, resume: str, explicit: dict[str, Any])
         raise CheckpointError(f"checkpoint to resume from not found: {path}")
     state = _read_state(path)
     return TrainVQConfig.from_dict({**state["train_config"], **explicit, "out": str(out)})
+
+
+def train_vq(cfg: TrainVQConfig, *, resume: str | None = None, device: str | torch.device = "auto",
+             dtype: torch.dtype = torch.float32, progress: bool = True, finished: str = "skip") -> "VQTrainer":
+    """Run (or resume) a tokenizer training; returns the trainer (its ``records`` hold the log).
+
+    A run already at ``cfg.steps`` is left as it is (``finished="skip"``) or refused with a one-line error
+    that says how to extend it (``finished="error"``, what ``arpg train-vq`` does)."""
+    dev = device if isinstance(device, torch.device) else pick_device(device)
+    trainer = VQTrainer(cfg, device=dev, dtype=dtype, resume=resume, progress=progress)
+    if trainer.step >= cfg.steps:
+        if finished == "error":
+            raise ARPGError(f"the run in {cfg.out} is already at step {trainer.step} of {cfg.steps}; "
+                            "pass a larger --steps to continue")
+        return trainer
+    if trainer.step and progress:
+        print(f"resuming at step {trainer.step} of {cfg.steps}")
+    trainer.run()
+    return trainer

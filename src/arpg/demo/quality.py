@@ -8,9 +8,9 @@
   (ii) how often a class edit (top half regenerated under label + 5 mod 10) makes the classifier predict
   the new label, (iii) outpainting seams: mean absolute difference of neighbouring pixels where cells
   from different sources meet (known vs decoded, or two windows) vs inside one window's decoded cells
-  (see :mod:`arpg.eval.seams`), and the same at position-matched pairs (two window plans per canvas).
+  (see :mod:`arpg.demo.seams`), and the same at position-matched pairs (two window plans per canvas).
 
-Run: ``python -m arpg.eval.demo_quality [--out results.json] [--quick]``.
+Run: ``python -m arpg.demo.quality [--out results.json] [--quick]``.
 """
 
 from __future__ import annotations
@@ -25,9 +25,14 @@ import numpy as np
 import torch
 
 from ..data.animal_mnist import load_split, padded
-from ..demo_assets import WEIGHTS_DIR, demo_paths
+from .assets import WEIGHTS_DIR, demo_paths
 from .classifier import load_classifier, predict
-from .fid import feature_stats, frechet_distance
+from ..checkpoints import load_model
+from ..editing.images import edit_image, inpaint_image, outpaint_image
+from ..eval.fid import feature_stats, frechet_distance
+from ..sampling import generate, recommended_sampling
+from ..util.images import from_uint8, to_uint8
+from ..vq import load_tokenizer
 from .seams import matched_seam_contrast, origin_map, seam_stats
 
 CLASSIFIER = WEIGHTS_DIR / "demo_classifier.safetensors"
@@ -39,8 +44,6 @@ def _fd(a: np.ndarray, b: np.ndarray) -> float:
 
 def generation_table(model, tok, clf, settings: list[dict[str, Any]], per_class: int = 100, seed: int = 0,
                      log=print) -> list[dict[str, Any]]:
-    from ..sampling import generate
-    from ..vq import to_uint8
 
     held, held_y = load_split("heldout")
     _, held_f = predict(clf, padded(held))
@@ -69,7 +72,6 @@ def generation_table(model, tok, clf, settings: list[dict[str, Any]], per_class:
 
 
 def editing_figures(model, tok, clf, recipe: dict[str, Any], n: int = 200, seed: int = 0) -> dict[str, Any]:
-    from ..editing.images import edit_image, inpaint_image, outpaint_image
 
     held, held_y = load_split("heldout")
     idx = np.linspace(0, len(held) - 1, n).astype(int)
@@ -141,7 +143,6 @@ def floor(clf) -> float:
 def reconstruction_ceiling(tok, clf) -> dict[str, float]:
     """Class accuracy and Frechet distance of the tokenizer's reconstructions of the held-out images: the
     best any generator working through this tokenizer can score."""
-    from ..vq import from_uint8, to_uint8
 
     held, held_y = load_split("heldout")
     src = padded(held)
@@ -154,9 +155,6 @@ def reconstruction_ceiling(tok, clf) -> dict[str, float]:
 
 
 def main() -> None:  # pragma: no cover - long-running measurement
-    from ..checkpoints import load_model
-    from ..sampling import recommended_sampling
-    from ..vq import load_tokenizer
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None)

@@ -16,6 +16,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..checkpoints import load_state_strict, read_checkpoint
+from ..data.animal_mnist import load_split, padded
 from ..util.files import atomic_write
 
 
@@ -98,7 +100,6 @@ def save_classifier(model: SmallCNN, path: str | Path) -> None:
 
 
 def load_classifier(path: str | Path, in_channels: int = 1, num_classes: int = 10) -> SmallCNN:
-    from ..checkpoints import load_state_strict, read_checkpoint
 
     sd, _ = read_checkpoint(path)
     model = SmallCNN(in_channels, num_classes)
@@ -106,10 +107,9 @@ def load_classifier(path: str | Path, in_channels: int = 1, num_classes: int = 1
     return model.eval()
 
 
-def main() -> None:  # pragma: no cover - convenience: python -m arpg.eval.classifier OUT.safetensors
+def main() -> None:  # pragma: no cover - convenience: python -m arpg.demo.classifier OUT.safetensors
     import sys
 
-    from ..data.animal_mnist import load_split, padded
 
     t = time.perf_counter()
     x, y = load_split("train")

@@ -1,17 +1,28 @@
-"""``arpg demo --retrain``: rebuild the shipped demo weights end to end with the project's own commands.
+"""``arpg demo --retrain``: rebuild the shipped demo weights end to end with the library's trainers.
 
-The exact commands (also recorded in the model card) are :func:`retrain_commands`. Wall time on 2 CPU
-cores is recorded in ``weights/demo_card.json``; the run writes into ``work_dir`` and, with
-``install=True``, copies the results over the shipped files.
+:func:`retrain_configs` holds the three runs (tokenizer, code extraction, ARPG) as library configs;
+:func:`retrain_commands` is the same recipe as the ``arpg`` command lines a user would type (recorded in
+the model card; a test checks that they parse to exactly these configs). Wall time on 2 CPU cores is
+recorded in ``weights/demo_card.json``; the run writes into ``work_dir`` and, with ``install=True``,
+copies the results over the shipped files. Every run is resumable: an interrupted retrain continues.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
 
-from .demo_assets import demo_paths
+from ..checkpoints import read_checkpoint
+from ..config import ARPGConfig
+from ..data.animal_mnist import HELDOUT_PER_CLASS, SPLIT_SEED, TRAIN_PER_CLASS
+from ..data.extract import ExtractConfig, extract_codes
+from ..model import ARPG, count_parameters
+from ..train import checkpointing as ckpt
+from ..train.trainer import TrainConfig, train
+from ..train.vq_trainer import TrainVQConfig, train_vq
+from .assets import demo_paths
 
 VQ_STEPS = 3000
 VQ_CODEBOOK = 256
@@ -41,18 +52,41 @@ def retrain_commands(work: str) -> list[list[str]]:
     ]
 
 
-def retrain(work_dir: str, install: bool = False, log=print) -> dict[str, float]:
-    """Run :func:`retrain_commands` (each resumable) and return their wall times in seconds."""
-    from .cli import main
+def retrain_configs(work: str) -> tuple[TrainVQConfig, ExtractConfig, TrainConfig]:
+    """The three runs of :func:`retrain_commands`, as the library configs they parse to."""
+    w = Path(work)
+    tok = str(w / "vq" / "tokenizer.safetensors")
+    return (
+        TrainVQConfig(data="animal-mnist", out=str(w / "vq"), preset="VQ-demo", image_size=32, channels=1,
+                      codebook_size=VQ_CODEBOOK, recon_loss="l1", steps=VQ_STEPS, batch_size=32, eval_every=500),
+        ExtractConfig(data="animal-mnist", out=str(w / "codes"), tokenizer=tok, crops="ten"),
+        TrainConfig(codes=str(w / "codes"), out=str(w / "arpg"), preset="ARPG-demo", steps=ARPG_STEPS,
+                    batch_size=64, lr=4e-3, min_lr=4e-5, warmup=0.03, dtype="fp32", ema=ARPG_EMA, save_every=500,
+                    resume="auto", tokenizer=tok),
+    )
 
+
+def retrain(work_dir: str, install: bool = False, log=print) -> dict[str, float]:
+    """Run the three trainings of :func:`retrain_configs` (each resumes where it stopped; a finished one is
+    skipped) and return their wall times in seconds."""
+    vq_cfg, extract_cfg, train_cfg = retrain_configs(work_dir)
     times: dict[str, float] = {}
-    for cmd in retrain_commands(work_dir):
-        log("[retrain] arpg " + " ".join(cmd))
-        t = time.perf_counter()
-        rc = main(cmd)
-        if rc:
-            raise SystemExit(rc)
-        times[cmd[0]] = time.perf_counter() - t
+    t = time.perf_counter()
+    log(f"[retrain] tokenizer: {VQ_STEPS} steps into {vq_cfg.out}")
+    train_vq(vq_cfg, resume="auto")
+    times["train-vq"] = time.perf_counter() - t
+    t = time.perf_counter()
+    log(f"[retrain] codes: ten-crop into {extract_cfg.out}")
+    extract_codes(extract_cfg)
+    times["extract-codes"] = time.perf_counter() - t
+    t = time.perf_counter()
+    done = ckpt.list_checkpoints(train_cfg.out)
+    if done and done[-1][0] >= ARPG_STEPS:
+        log(f"[retrain] ARPG: already trained ({done[-1][1]})")
+    else:
+        log(f"[retrain] ARPG: {ARPG_STEPS} steps into {train_cfg.out}")
+        train(train_cfg)
+    times["train"] = time.perf_counter() - t
     if install:
         paths = demo_paths(check=False)
         shutil.copyfile(Path(work_dir) / "vq" / "tokenizer.safetensors", paths.tokenizer)
@@ -61,8 +95,6 @@ def retrain(work_dir: str, install: bool = False, log=print) -> dict[str, float]
 
 
 def _last_json_line(path: Path) -> dict:
-    import json
-
     lines = [l for l in Path(path).read_text().splitlines() if l.strip().startswith("{")]
     return json.loads(lines[-1]) if lines else {}
 
@@ -71,11 +103,6 @@ def build_card(work_dir: str, wall_times: dict[str, float], quality: dict | None
                extra: dict | None = None) -> dict:
     """The model card for weights trained by :func:`retrain` in ``work_dir``. Measurements made apart from
     the retrain (the shipped card's held-out code losses, recipe sweeps, wall-time notes) go in ``extra``."""
-    import json
-
-    from .checkpoints import read_checkpoint
-    from .data.animal_mnist import HELDOUT_PER_CLASS, SPLIT_SEED, TRAIN_PER_CLASS
-
     w = Path(work_dir)
     _, vq_extras = read_checkpoint(w / "vq" / "tokenizer.safetensors")
     _, arpg_extras = read_checkpoint(w / FINAL)
@@ -97,9 +124,6 @@ def build_card(work_dir: str, wall_times: dict[str, float], quality: dict | None
         "final_arpg_log": arpg_log,
         "machine": "2 CPU cores (AMD EPYC), no GPU, torch CPU build",
     }
-    from .model import ARPG, count_parameters
-    from .config import ARPGConfig
-
     if card["arpg_config"]:
         card["summary"]["arpg_params"] = count_parameters(ARPG(ARPGConfig.from_dict(card["arpg_config"])))
     if quality:

@@ -16,29 +16,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoints import load_model
-from .data.animal_mnist import CLASS_NAMES, load_split, padded
-from .demo_assets import demo_card, demo_paths
-from .editing.images import edit_image, expand_image, inpaint_image, outpaint_image
-from .sampling import generate, recommended_sampling
-from .vq import load_tokenizer, to_uint8
-from .util.images import make_grid, to_pil
+from ..checkpoints import load_model
+from ..data.animal_mnist import CLASS_NAMES, load_split, padded
+from ..editing.images import edit_image, expand_image, inpaint_image, outpaint_image
+from ..sampling import generate, recommended_sampling
+from ..util.images import make_grid, make_strip, to_pil, to_uint8
+from ..vq import load_tokenizer
+from .assets import demo_card, demo_paths
 
 SCALE = 3  # enlarge the 32x32 pictures in the report
-
-
-def _strip(images: list[np.ndarray]) -> np.ndarray:
-    h = max(i.shape[0] for i in images)
-    padded_imgs = []
-    for img in images:
-        canvas = np.full((h, img.shape[1], img.shape[2]), 255, dtype=np.uint8)
-        canvas[: img.shape[0]] = img
-        padded_imgs.append(canvas)
-    gap = np.full((h, 4, images[0].shape[2]), 255, dtype=np.uint8)
-    out = [padded_imgs[0]]
-    for img in padded_imgs[1:]:
-        out += [gap, img]
-    return np.concatenate(out, axis=1)
 
 
 def _mask_view(img: np.ndarray, known: torch.Tensor, factor: int) -> np.ndarray:
@@ -102,24 +88,24 @@ def _run_demo(out: str | Path, *, samples_per_class: int = 8, steps: int | None 
         t = time.perf_counter()
         r = inpaint_image(model, tok, img, box=box, label=lab, generator=gen, **recipe)
         timings["inpaint"] += time.perf_counter() - t
-        rows["inpaint"].append(_strip([img, _mask_view(img, r["known"], f), r["images"][0]]))
+        rows["inpaint"].append(make_strip([img, _mask_view(img, r["known"], f), r["images"][0]]))
 
         new = (lab + 5) % len(CLASS_NAMES)
         t = time.perf_counter()
         r = edit_image(model, tok, img, box=(0, 0, size, size // 2 + f), new_label=new, generator=gen, **recipe)
         timings["edit"] += time.perf_counter() - t
-        rows["edit"].append(_strip([img, _mask_view(img, r["known"], f), r["images"][0]]))
+        rows["edit"].append(make_strip([img, _mask_view(img, r["known"], f), r["images"][0]]))
 
         t = time.perf_counter()
         r = outpaint_image(model, tok, img, canvas=(size, 2 * size), offset=(0, size // 2), label=lab,
                            generator=gen, **recipe)
         timings["outpaint"] += time.perf_counter() - t
-        rows["outpaint"].append(_strip([img, r["images"][0]]))
+        rows["outpaint"].append(make_strip([img, r["images"][0]]))
 
         t = time.perf_counter()
         r = expand_image(model, tok, img, label=lab, generator=gen, **recipe)
         timings["expand"] += time.perf_counter() - t
-        rows["expand"].append(_strip([r["upsampled"], r["images"][0]]))
+        rows["expand"].append(make_strip([r["upsampled"], r["images"][0]]))
     texts = {
         "inpaint": "Inpainting the centre: source, known cells (grey = regenerated), result — same class.",
         "edit": "Class edit: the top half regenerated under class (label + 5) mod 10.",
