@@ -33,7 +33,8 @@ sys.path.insert(0, str(ROOT.parent / "src"))
 from arpg.config import get_preset  # noqa: E402
 from arpg.data.codes import write_code_set  # noqa: E402
 from arpg.model import count_parameters  # noqa: E402
-from arpg.train.trainer import Trainer, TrainConfig  # noqa: E402
+from arpg.train.config import TrainConfig  # noqa: E402
+from arpg.train.trainer import Trainer  # noqa: E402
 
 
 def make_codes(root: Path, preset: str, n: int = 2048) -> None:

@@ -10,7 +10,8 @@ from PIL import Image
 from arpg.cli import main
 from arpg.eval import inception as inc
 from arpg.eval.fid import feature_stats
-from arpg.eval.inception import TinyStandIn, load_inception
+from arpg.eval.inception import load_inception
+from helpers_inception import TinyStandIn
 from arpg.eval.npz import write_npz
 from arpg.sampling.recipes import get_recipe
 

@@ -6,8 +6,9 @@ import torch
 
 from arpg.errors import ARPGError, CheckpointError
 from arpg.eval import inception as inc
-from arpg.eval.inception import (FIDInceptionV3, TinyStandIn, load_inception, preprocess, stand_in_extractor,
-                                 tf_bilinear_resize)
+from arpg.eval.inception import load_inception, preprocess, tf_bilinear_resize
+from arpg.eval.inception_net import FIDInceptionV3
+from helpers_inception import TinyStandIn, stand_in_extractor
 
 
 def _reference_tf1_resize(img: np.ndarray, size: int) -> np.ndarray:

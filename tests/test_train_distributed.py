@@ -13,7 +13,8 @@ import torch
 from arpg.data.codes import write_code_set
 from arpg.train import checkpointing as ck
 from arpg.train.metrics import read_log
-from arpg.train.trainer import TrainConfig, train
+from arpg.train.config import TrainConfig
+from arpg.train.trainer import train
 
 REPO = Path(__file__).resolve().parents[1]
 # 8 global samples = 4 per rank; class dropout stays at the preset's 0.1 (decided per sample position).

@@ -12,7 +12,8 @@ import pytest
 
 from arpg.data.codes import write_code_set
 from arpg.train import checkpointing as ck
-from arpg.train.trainer import TrainConfig, train
+from arpg.train.config import TrainConfig
+from arpg.train.trainer import train
 
 REPO = Path(__file__).resolve().parents[1]
 ARGS = dict(preset="ARPG-nano", batch_size=8, steps=9, lr=0.05, min_lr=1e-3, warmup=0.2, save_every=3, log_every=1,

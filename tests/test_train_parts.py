@@ -15,7 +15,7 @@ from arpg.train import checkpointing as ck
 from arpg.train.optim import EMA, WarmupCosine, build_optimizer, param_groups, scaled_lr, warmup_steps
 from arpg.train.stream import SampleStream
 from arpg.config import get_preset
-from arpg.train.trainer import check_init_config, resolve_model_config, save_image_grid
+from arpg.train.config import check_init_config, resolve_model_config
 
 
 @pytest.fixture
@@ -50,12 +50,12 @@ def test_stream_orders_and_dropout_depend_only_on_position(dataset):
     assert all(sorted(row.tolist()) == list(range(16)) for row in o)
     assert torch.equal(s.orders(pos[10:20], 16), o[10:20])  # batching does not matter
     assert not torch.equal(o[0], o[1])
-    t1, l1, o1 = s.batch(pos)
-    t2, l2, o2 = SampleStream(dataset, seed=9, class_dropout=0.25).batch(pos)
-    assert torch.equal(t1, t2) and torch.equal(l1, l2) and torch.equal(o1, o2)
+    t1, l1, o1, d1 = s.batch(pos)
+    t2, l2, o2, d2 = SampleStream(dataset, seed=9, class_dropout=0.25).batch(pos)
+    assert torch.equal(t1, t2) and torch.equal(l1, l2) and torch.equal(o1, o2) and torch.equal(d1, d2)
     drop = s.dropped(np.arange(20_000)).float().mean().item()
     assert abs(drop - 0.25) < 0.02
-    assert (l1 == -1).any() and (l1 >= 0).any()
+    assert d1.any() and (~d1).any() and (l1 >= 0).all()  # labels stay real: the model does the dropping
 
 
 def test_warmup_cosine_schedule():
@@ -139,9 +139,12 @@ def test_rng_capture_restore_roundtrip(tmp_path):
     assert a[0] == b[0] and a[1] == b[1] and torch.equal(a[2], b[2])
 
 
-def test_save_image_grid(tmp_path):
+def test_preview_grid_layout(tmp_path):
+    """Preview grids: ceil(sqrt(N)) columns, no gaps, black fill, the published uint8 conversion."""
+    from arpg.util.images import make_grid, to_pil, to_uint8
+
     x = torch.rand(5, 3, 4, 6) * 2 - 1
-    save_image_grid(x, tmp_path / "g.png")
+    to_pil(make_grid(to_uint8(x), pad=0, fill=0)).save(tmp_path / "g.png")
     im = np.asarray(Image.open(tmp_path / "g.png"))
     assert im.shape == (2 * 4, 3 * 6, 3)
     want = (x[4] * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
@@ -160,3 +163,40 @@ def test_init_weights_with_a_different_shapeless_config_are_refused():
     with pytest.raises(ARPGError, match="--set FIELD=VALUE"):  # saved before the fields existed: defaults
         check_init_config(old_file, model_cfg, "w.safetensors")
     check_init_config(old_file, get_preset("ARPG-nano"), "w.safetensors")
+
+
+def test_both_trainers_share_one_checkpoint_format(tmp_path):
+    """One format, one naming scheme: a kind tag tells ARPG and tokenizer runs apart, and each loader
+    refuses the other's files."""
+    ck.save_checkpoint({"step": 1}, tmp_path / "a", 1, kind="arpg")
+    ck.save_checkpoint({"step": 2}, tmp_path / "v", 2, kind="vq")
+    a, v = ck.latest_checkpoint(tmp_path / "a"), ck.latest_checkpoint(tmp_path / "v")
+    assert (a.name, v.name) == ("step-00000001.pt", "step-00000002.pt")
+    assert ck.load_checkpoint(a)["format"] == ck.load_checkpoint(v, kind="vq")["format"] == ck.FORMAT
+    with pytest.raises(CheckpointError, match="not an ARPG training checkpoint"):
+        ck.load_checkpoint(v)
+    with pytest.raises(CheckpointError, match="not an arpg train-vq checkpoint"):
+        ck.load_checkpoint(a, kind="vq")
+
+
+def test_model_forward_owns_loss_and_class_dropout():
+    """The loss and class dropout live in ARPG.forward: an explicit drop mask equals null labels, and the
+    loss equals cross-entropy of the returned logits."""
+    import torch.nn.functional as F
+
+    from arpg import ARPG
+
+    torch.manual_seed(0)
+    model = ARPG.from_preset("ARPG-nano", class_dropout=0.5).eval()
+    torch.nn.init.normal_(model.head.weight, std=0.5)
+    tokens = torch.randint(0, 16, (6, 16))
+    labels = torch.randint(0, 4, (6,))
+    orders = torch.stack([torch.randperm(16) for _ in range(6)])
+    drop = torch.tensor([True, False, True, False, False, True])
+    masked = model(tokens, labels, orders, drop_labels=drop)
+    nulled = model(tokens, torch.where(drop, torch.full_like(labels, -1), labels), orders)
+    assert torch.allclose(masked, nulled)
+    loss = model(tokens, labels, orders, drop_labels=drop, return_loss=True)
+    want = F.cross_entropy(masked.reshape(-1, 16), tokens.gather(1, orders).reshape(-1))
+    assert torch.allclose(loss, want) and torch.allclose(model.loss(tokens, labels, orders), F.cross_entropy(
+        model(tokens, labels, orders).reshape(-1, 16), tokens.gather(1, orders).reshape(-1)))

@@ -12,7 +12,8 @@ from arpg.data.codes import write_code_set
 from arpg.errors import ARPGError
 from arpg.train import checkpointing as ck
 from arpg.train.metrics import read_log
-from arpg.train.trainer import NonFiniteLossError, Trainer, TrainConfig, train
+from arpg.train.config import TrainConfig
+from arpg.train.trainer import NonFiniteLossError, Trainer, train
 
 
 

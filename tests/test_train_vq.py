@@ -8,7 +8,9 @@ from PIL import Image, ImageDraw
 from arpg.cli import main
 from arpg.errors import ARPGError, CheckpointError
 from arpg.vq import load_tokenizer
-from arpg.train.vq_trainer import BatchSchedule, TrainVQConfig, VQTrainer
+from arpg.data.images import BatchSchedule
+from arpg.train.vq_config import TrainVQConfig
+from arpg.train.vq_trainer import VQTrainer
 
 
 

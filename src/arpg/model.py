@@ -230,17 +230,22 @@ class ARPG(nn.Module):
     # ---------------------------------------------------------------------------------------------
     # Training: teacher-forced forward
     # ---------------------------------------------------------------------------------------------
-    def forward(self, tokens: torch.Tensor, labels: torch.Tensor, orders: torch.Tensor | None = None) -> torch.Tensor:
-        """Teacher-forced logits.
+    def forward(self, tokens: torch.Tensor, labels: torch.Tensor, orders: torch.Tensor | None = None, *,
+                drop_labels: torch.Tensor | None = None, return_loss: bool = False) -> torch.Tensor:
+        """Teacher-forced logits (or the training loss).
 
         Args:
             tokens: LongTensor [B, n] of codes in raster order (n = grid cells).
             labels: LongTensor [B] in ``0..num_classes-1`` (``-1`` = null class, for unconditional use).
             orders: LongTensor [B, n], one permutation of the cells per sample; drawn fresh when None.
+            drop_labels: BoolTensor [B], labels to replace by the null class (class dropout for guidance
+                training). None: in training mode each label drops with probability ``class_dropout``
+                (in eval mode none does). The trainer passes its own, reproducible choice.
+            return_loss: return the mean cross-entropy over every cell instead of the logits.
         Returns:
             float32 logits [B, n, vocab] where ``logits[:, i]`` predicts cell ``orders[:, i]`` having seen
-            the class and the tokens at ``orders[:, :i]``. Causal in both passes in train and eval mode.
-            In training mode labels are dropped to the null class with probability ``class_dropout``.
+            the class and the tokens at ``orders[:, :i]`` (causal in both passes in train and eval mode);
+            or, with ``return_loss``, the scalar loss.
         """
         cfg = self.config
         B, n = tokens.shape
@@ -249,9 +254,10 @@ class ARPG(nn.Module):
         if orders is None:
             orders = random_orders(B, n, device=tokens.device)
         cls_ids = self.class_ids(labels)
-        if self.training and cfg.class_dropout > 0:
-            drop = torch.rand(B, device=tokens.device) < cfg.class_dropout
-            cls_ids = torch.where(drop, torch.full_like(cls_ids, cfg.null_class_id), cls_ids)
+        if drop_labels is None and self.training and cfg.class_dropout > 0:
+            drop_labels = torch.rand(B, device=tokens.device) < cfg.class_dropout
+        if drop_labels is not None:
+            cls_ids = torch.where(drop_labels, torch.full_like(cls_ids, cfg.null_class_id), cls_ids)
 
         ordered = tokens.gather(1, orders)
         inp = torch.cat([cls_ids[:, None], ordered[:, :-1]], dim=1)
@@ -266,16 +272,14 @@ class ARPG(nn.Module):
         x = self.embed_dropout(self.query_inputs(cls_ids, n))
         for blk in self.layers.cross_dec:
             x = blk(x, rope_q, k, v, is_causal=True)
-        return self._logits(x)
+        logits = self._logits(x)
+        if not return_loss:
+            return logits
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ordered.reshape(-1))
 
     def loss(self, tokens: torch.Tensor, labels: torch.Tensor, orders: torch.Tensor | None = None) -> torch.Tensor:
         """Mean cross-entropy over all cells, for a fresh random order per sample (or the given ``orders``)."""
-        B = tokens.shape[0]
-        if orders is None:
-            orders = random_orders(B, tokens.shape[1], device=tokens.device)
-        logits = self(tokens, labels, orders)
-        targets = tokens.gather(1, orders)
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        return self(tokens, labels, orders, return_loss=True)
 
     # ---------------------------------------------------------------------------------------------
     # Decoding pieces

@@ -10,7 +10,8 @@ from typing import Any
 
 from ..config import ARPG_PRESETS, ARPGConfig
 from ..errors import ARPGError
-from ..train.trainer import TrainConfig, resume_train_config, train
+from ..train.config import TrainConfig, resume_train_config
+from ..train.trainer import train
 from ._common import (decay, device_name, finite_float, float_range, input_file, nonneg_float, nonneg_int,
                       output_dir, positive_float, positive_int, seed_int)
 

@@ -6,7 +6,8 @@ import argparse
 import dataclasses
 import json
 
-from ..train.vq_trainer import TrainVQConfig, resume_config, train_vq
+from ..train.vq_config import TrainVQConfig, resume_config
+from ..train.vq_trainer import train_vq
 from ..util.devices import parse_dtype
 from ._common import (add_device_args, int_range, nonneg_float, nonneg_int, output_dir, positive_float, positive_int,
                       seed_int)

@@ -20,8 +20,10 @@ from ..data.animal_mnist import HELDOUT_PER_CLASS, SPLIT_SEED, TRAIN_PER_CLASS
 from ..data.extract import ExtractConfig, extract_codes
 from ..model import ARPG, count_parameters
 from ..train import checkpointing as ckpt
-from ..train.trainer import TrainConfig, train
-from ..train.vq_trainer import TrainVQConfig, train_vq
+from ..train.config import TrainConfig
+from ..train.trainer import train
+from ..train.vq_config import TrainVQConfig
+from ..train.vq_trainer import train_vq
 from .assets import demo_paths
 
 VQ_STEPS = 3000

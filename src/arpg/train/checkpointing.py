@@ -83,13 +83,16 @@ def remove_stale_temp_files(run_dir: str | os.PathLike) -> int:
     return n
 
 
-def save_checkpoint(state: Mapping[str, Any], run_dir: str | os.PathLike, step: int, keep: int = 3) -> Path:
-    """Write ``state`` atomically as the step's checkpoint, then delete all but the newest ``keep``."""
+def save_checkpoint(state: Mapping[str, Any], run_dir: str | os.PathLike, step: int, keep: int = 3,
+                    kind: str = "arpg") -> Path:
+    """Write ``state`` atomically as the step's checkpoint (tagged with the format, version and ``kind`` of
+    run: ``arpg`` or ``vq``), then delete all but the newest ``keep`` (0 = keep all)."""
     path = checkpoint_path(run_dir, step)
     delay = float(os.environ.get(SLOW_SAVE_ENV, "0") or 0)
+    tagged = {**state, "format": FORMAT, "version": VERSION, "kind": kind}
 
     def write(tmp: str) -> None:
-        torch.save(dict(state), tmp)
+        torch.save(tagged, tmp)
         if delay > 0:
             time.sleep(delay)
 
@@ -100,12 +103,22 @@ def save_checkpoint(state: Mapping[str, Any], run_dir: str | os.PathLike, step: 
     return path
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a training checkpoint (no code is unpickled); one-line :class:`CheckpointError` otherwise."""
+#: Formats of files written before both trainers shared this module (kind -> format tag).
+_LEGACY_FORMATS = {"vq": "arpg-train-vq"}
+
+
+def load_checkpoint(path: str | os.PathLike, kind: str = "arpg") -> dict[str, Any]:
+    """Read a training checkpoint of this ``kind`` (no code is unpickled); one-line :class:`CheckpointError`
+    otherwise."""
     path = Path(path)
     obj = load_torch_file(path, "training checkpoint", mmap=True)
-    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not an ARPG training checkpoint (use it with --init or arpg convert)")
+    legacy = _LEGACY_FORMATS.get(kind)
+    ok = isinstance(obj, dict) and ((obj.get("format") == FORMAT and obj.get("kind", "arpg") == kind)
+                                    or (legacy is not None and obj.get("format") == legacy))
+    if not ok:
+        what = "an ARPG training checkpoint (use it with --init or arpg convert)" if kind == "arpg" else \
+            "an arpg train-vq checkpoint (cannot resume from it)"
+        raise CheckpointError(f"{path} is not {what}")
     return obj
 
 

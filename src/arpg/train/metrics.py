@@ -47,6 +47,8 @@ class MetricsLog:
             self._tb = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
 
     def log(self, record: dict[str, Any]) -> None:
+        if self._f.closed:  # a run continued after close() (e.g. a second run() call): append again
+            self._f = open(self.path, "a", buffering=1)
         self._f.write(json.dumps(record) + "\n")
         if self._tb is not None:
             step = int(record["step"])

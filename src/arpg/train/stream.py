@@ -9,7 +9,7 @@ micro-steps of ``b = G / (W*A)`` samples takes, in micro-step ``m``, positions
 * sample index: epoch ``e = p // N`` shuffles the ``N`` samples with ``numpy.random.default_rng([seed, e])``;
 * crop: :meth:`arpg.data.codes.CodeDataset.crops_for` of ``(seed, e, index)``;
 * generation order: the argsort of per-cell hashes of ``(seed, p, cell)`` -- a uniform permutation;
-* class dropout: ``hash(seed, p) < class_dropout`` replaces the label by the null class.
+* class dropout: ``hash(seed, p) < class_dropout`` marks the label for the null class (the model drops it).
 
 So the data seen, the orders and the class dropout do not depend on the number of processes, on
 gradient accumulation, or on where a run was interrupted: 2 processes with batch ``b`` each see
@@ -63,10 +63,10 @@ class SampleStream:
             return torch.zeros(len(positions), dtype=torch.bool)
         return torch.from_numpy(hash_uniform(self.seed, STREAM_DROP, positions) < self.class_dropout)
 
-    def batch(self, positions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(tokens [B, n], labels [B] with -1 = null class, orders [B, n])`` on the CPU."""
+    def batch(self, positions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(tokens [B, n], labels [B], orders [B, n], drop [B])`` on the CPU; ``drop`` marks the labels the
+        model replaces by the null class (``ARPG.forward(..., drop_labels=drop)``)."""
         idx, epochs = self.indices(positions)
         crops = self.dataset.crops_for(epochs, idx)
         tokens, labels = self.dataset.get(idx, crops)
-        labels = torch.where(self.dropped(positions), torch.full_like(labels, -1), labels)
-        return tokens, labels, self.orders(positions, tokens.shape[1])
+        return tokens, labels, self.orders(positions, tokens.shape[1]), self.dropped(positions)

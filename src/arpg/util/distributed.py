@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +70,11 @@ def init_distributed(device: str | None = "auto", timeout_s: float = 1800.0) -> 
 
 def shutdown(info: DistInfo) -> None:
     if info.distributed and dist.is_initialized():
+        # Leave together: a rank that tears the group down while another still writes files (rank 0 exports
+        # the final weights alone) can abort gloo's background threads at exit. Not while an exception
+        # propagates (called from a ``finally``): the other ranks may never reach this barrier.
+        if sys.exc_info()[0] is None:
+            dist.barrier()
         dist.destroy_process_group()
 
 
