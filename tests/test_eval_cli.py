@@ -101,7 +101,7 @@ def test_recipes_command(capsys):
 
 
 def test_recipe_name_from_either_recipe_layout():
-    from arpg.commands.eval import _recipe_name
+    from arpg.eval.evaluate import recipe_name as _recipe_name
 
     flat = get_recipe("demo").to_dict()
     # arpg sample-fid nests the recipe beside the run's other settings.

@@ -3,7 +3,7 @@
 from .config import ARPGConfig, get_preset, preset_names
 from .errors import ARPGError, CheckpointError
 from .model import ARPG, random_orders
-from .checkpoints import load_model, save_model
+from .weights_io import load_model, save_model
 from .sampling import generate
 from .vq import VQConfig, VQTokenizer, load_tokenizer
 from .util.version import __version__

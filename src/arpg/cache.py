@@ -39,10 +39,3 @@ class KVCache:
     @property
     def batch(self) -> int:
         return self.self_k.shape[1]
-
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.self_k, self.self_v, self.shared_k, self.shared_v))
-
-    def reset(self) -> None:
-        self.length = 0
-        self.class_ids = None

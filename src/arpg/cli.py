@@ -16,15 +16,15 @@ import pkgutil
 import sys
 
 import torch
+from tqdm import tqdm
 
 from .util.version import __version__
+from . import commands
 from .commands._common import OneLineParser
 from .errors import ARPGError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import commands
-
     parser = OneLineParser(prog="arpg", description="ARPG: randomized parallel decoding for images.")
     parser.add_argument("--version", action="version", version=f"arpg {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -37,8 +37,6 @@ def build_parser() -> argparse.ArgumentParser:
 def _close_progress_bars() -> None:
     """End any live tqdm bar so that an error message starts on a line of its own."""
     try:
-        from tqdm import tqdm
-
         for bar in list(getattr(tqdm, "_instances", [])):
             bar.close()
     except Exception:  # pragma: no cover - cosmetic only

@@ -132,7 +132,7 @@ ARPG_PRESETS: dict[str, dict[str, Any]] = {
     "ARPG-S": dict(dim=512, n_layer=12, n_head=8, num_classes=1000),
     # The shipped demo model: 8x8 codes of 32x32 Animal-MNIST silhouettes, ~2.6M parameters, sized so it
     # trains in well under an hour on 2 CPU cores. Trained from scratch, so it uses the attendable class key
-    # and class-aware queries (1000-step pilot: train loss 3.45 vs 3.53, class accuracy 68% vs 64%).
+    # and class-aware queries (the pilots that chose this: benchmarks/results/demo_pilots.md).
     "ARPG-demo": dict(dim=192, n_layer=6, n_head=3, vocab_size=256, num_classes=10, grid_size=8,
                       multiple_of=64, class_rope="identity", class_queries=True, **_NO_DROPOUT),
     "ARPG-tiny": dict(dim=64, n_layer=4, n_head=4, vocab_size=64, num_classes=10, grid_size=8,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..checkpoints import load_model, read_checkpoint, save_model
+from ..weights_io import load_model, read_checkpoint, save_model
 from ..config import preset_names
 from ..model import count_parameters
 from ..vq.io import load_tokenizer

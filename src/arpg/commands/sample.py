@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoints import load_model
+from ..weights_io import load_model
 from ..demo.assets import demo_paths
 from ..errors import ARPGError
 from ..model import ATTENTION_MODES

@@ -28,10 +28,14 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from ..util.files import atomic_write
 from ..errors import ARPGError
+from ..util.distributed import barrier, init_distributed, shutdown
+from ..util.files import atomic_write
+from ..vq import load_tokenizer
+from . import animal_mnist as am
 from .codes import CodeIndex, code_dtype, save_npy, shard_names
 from .crops import CROP_MODES, make_crops, to_model_input
+from .folder import read_rgb, scan_image_folder
 
 BUNDLED = "animal-mnist"
 SETTINGS_NAME = "extract.json"
@@ -67,7 +71,7 @@ class ExtractSummary:
 # ------------------------------------------------------------------------------------------------
 # Image sources
 # ------------------------------------------------------------------------------------------------
-class ImageSource(torch.utils.data.Dataset):
+class CropSource(torch.utils.data.Dataset):
     """Item ``i`` -> ``(crops float [K, C, S, S] or None, label, i, reason)``; failures never raise."""
 
     def __init__(self, names: list[str], labels: list[int], load: Callable[[int], Image.Image], size: int,
@@ -86,23 +90,19 @@ class ImageSource(torch.utils.data.Dataset):
             return None, self.labels[i], i, f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
 
 
-def open_source(cfg: ExtractConfig, channels: int) -> tuple[ImageSource, list[str], str]:
+def open_source(cfg: ExtractConfig, channels: int) -> tuple[CropSource, list[str], str]:
     """The image source for ``cfg.data``, its class names and a description for the index."""
     if cfg.data == BUNDLED:
-        from . import animal_mnist as am
-
         images, labels = am.load_split(cfg.split)
         size = cfg.image_size or am.DEMO_IMAGE_SIZE
         pixels = am.padded(images, am.DEMO_IMAGE_SIZE)[..., 0]  # the demo's exact 32x32 framing
         names = [f"{cfg.split}/{i}" for i in range(len(labels))]
-        src = ImageSource(names, [int(y) for y in labels], _ReadArray(pixels), size, cfg.crops, channels)
+        src = CropSource(names, [int(y) for y in labels], _ReadArray(pixels), size, cfg.crops, channels)
         return src, list(am.CLASS_NAMES), f"{BUNDLED}:{cfg.split}"
-    from .folder import scan_image_folder
-
     samples, classes = scan_image_folder(cfg.data)
     paths = [p for p, _ in samples]
     size = cfg.image_size or default_image_size(paths)
-    src = ImageSource(paths, [y for _, y in samples], _ReadFile(paths), size, cfg.crops, channels)
+    src = CropSource(paths, [y for _, y in samples], _ReadFile(paths), size, cfg.crops, channels)
     return src, classes, str(Path(cfg.data).resolve())
 
 
@@ -114,8 +114,6 @@ def default_image_size(paths: list[str], probe: int = 32) -> int:
     """The crop size when ``--image-size`` is not given: 256 (the paper's), or the images' own size when
     they are smaller -- the median short side of up to ``probe`` evenly spread images -- so small images
     are never silently upsampled."""
-    from PIL import Image
-
     sides = []
     for p in paths[:: max(1, len(paths) // probe)][:probe]:
         try:
@@ -140,8 +138,6 @@ class _ReadFile:
         self.paths = paths
 
     def __call__(self, i: int) -> Image.Image:
-        from .folder import read_rgb
-
         return read_rgb(self.paths[i])
 
 
@@ -171,7 +167,7 @@ def chunk_done(out: Path, c: int) -> bool:
     return chunk_json(out, c).exists() and (out / cname).exists() and (out / lname).exists()
 
 
-def _encode_chunk(tok, src: ImageSource, items: range, cfg: ExtractConfig, device: torch.device, n_cells: int,
+def _encode_chunk(tok, src: CropSource, items: range, cfg: ExtractConfig, device: torch.device, n_cells: int,
                   vocab: int, bar: tqdm) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
     K = CROP_MODES[cfg.crops]
     codes = np.empty((len(items), K, n_cells), dtype=code_dtype(vocab))
@@ -232,8 +228,6 @@ def extract_codes(cfg: ExtractConfig, tokenizer=None, dist_info=None) -> Extract
     ``dist_info`` (a :class:`~arpg.train.distributed.DistInfo`) overrides the rank / world size taken from
     torchrun's environment; the caller then owns the process group.
     """
-    from ..util.distributed import barrier, init_distributed, shutdown
-
     if cfg.crops not in CROP_MODES:
         raise ARPGError(f"unknown crop mode {cfg.crops!r}; choose one of {', '.join(CROP_MODES)}")
     if cfg.batch_size < 1 or cfg.shard_size < 1:
@@ -247,8 +241,6 @@ def extract_codes(cfg: ExtractConfig, tokenizer=None, dist_info=None) -> Extract
     try:
         tok = tokenizer
         if tok is None:
-            from ..vq import load_tokenizer
-
             tok = load_tokenizer(cfg.tokenizer, device=info.device)
         channels = int(tok.config.in_channels)
         src, classes, source = open_source(cfg, channels)

@@ -27,7 +27,7 @@ import torch
 from ..data.animal_mnist import load_split, padded
 from .assets import WEIGHTS_DIR, demo_paths
 from .classifier import load_classifier, predict
-from ..checkpoints import load_model
+from ..weights_io import load_model
 from ..editing.images import edit_image, inpaint_image, outpaint_image
 from ..eval.fid import feature_stats, frechet_distance
 from ..sampling import generate, recommended_sampling
@@ -152,6 +152,35 @@ def reconstruction_ceiling(tok, clf) -> dict[str, float]:
         rec = to_uint8(tok.decode(codes, batch_size=250))
     pred, feats = predict(clf, rec)
     return dict(accuracy=float((pred == held_y).mean()), frechet=_fd(feats, held_f))
+
+
+def plot_quality(src: Path, out: Path) -> Path | None:
+    """Speed, classifier Frechet distance and class accuracy against steps, from a results JSON of
+    :func:`main`; None (with a note) when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed (pip install 'arpg[plot]'): no plot")
+        return None
+    data = json.loads(src.read_text())
+    rows = [r for r in data["generation"] if "steps" in r["setting"] and r["setting"].get("attention", "block") == "block"]
+    steps = [r["setting"]["steps"] for r in rows]
+    fig, ax = plt.subplots(1, 3, figsize=(12, 3.2))
+    ax[0].plot(steps, [r["img_per_s"] for r in rows], "o-")
+    ax[0].set(xlabel="steps", ylabel="img/s", xscale="log", title="speed")
+    ax[1].plot(steps, [r["frechet"] for r in rows], "o-", label="ARPG")
+    ax[1].axhline(data["frechet_floor_train_vs_heldout"], ls="--", c="gray", label="train vs held-out")
+    ax[1].set(xlabel="steps", ylabel="Frechet distance (classifier)", xscale="log", title="quality")
+    ax[1].legend()
+    ax[2].plot(steps, [r["accuracy"] for r in rows], "o-")
+    ax[2].axhline(data["classifier_heldout_accuracy"], ls="--", c="gray")
+    ax[2].set(xlabel="steps", ylabel="class accuracy", xscale="log", title="class fidelity")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    return out
 
 
 def main() -> None:  # pragma: no cover - long-running measurement

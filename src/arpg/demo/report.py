@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..checkpoints import load_model
+from ..weights_io import load_model
 from ..data.animal_mnist import CLASS_NAMES, load_split, padded
 from ..editing.images import edit_image, expand_image, inpaint_image, outpaint_image
 from ..sampling import generate, recommended_sampling

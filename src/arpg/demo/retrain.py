@@ -14,7 +14,7 @@ import shutil
 import time
 from pathlib import Path
 
-from ..checkpoints import read_checkpoint
+from ..weights_io import read_checkpoint
 from ..config import ARPGConfig
 from ..data.animal_mnist import HELDOUT_PER_CLASS, SPLIT_SEED, TRAIN_PER_CLASS
 from ..data.extract import ExtractConfig, extract_codes

@@ -57,7 +57,7 @@ def _encode(tok, image: np.ndarray) -> torch.Tensor:
     return codes.view(1, h, w)
 
 
-def _decode(tok, codes: torch.Tensor) -> np.ndarray:
+def _codes_to_pixels(tok, codes: torch.Tensor) -> np.ndarray:
     B, h, w = codes.shape
     with torch.no_grad():
         return to_uint8(tok.decode(codes.reshape(B, h * w), grid=(h, w)))
@@ -98,7 +98,7 @@ def inpaint_image(model, tok, image: Any, mask: Any = None, label: int = 0, *, b
     codes = _encode(tok, img).to(model.embeddings.weight.device)
     labels = torch.full((num,), int(label), dtype=torch.long)
     out = fill_canvas(model, _repeat(codes, num), ~unknown.to(codes.device), labels, **sampling)
-    decoded = _decode(tok, out)
+    decoded = _codes_to_pixels(tok, out)
     images = _paste(decoded, img, ~pix) if keep_pixels else decoded
     return dict(images=images, decoded=decoded, codes=out, known=~unknown, source_codes=codes)
 
@@ -146,7 +146,7 @@ def outpaint_image(model, tok, image: Any, canvas: tuple[int, int], offset: tupl
     labels = torch.full((num,), int(label), dtype=torch.long)
     out, log = fill_canvas(model, _repeat(codes, num).to(device), known.to(device), labels, stride=stride,
                            return_log=True, progress=progress, **sampling)
-    decoded = _decode(tok, out)
+    decoded = _codes_to_pixels(tok, out)
     images = decoded
     if keep_pixels:
         images = decoded.copy()
@@ -188,4 +188,4 @@ def expand_image(model, tok, image: Any, label: int = 0, *, factor: int = 2, num
     labels = torch.full((num,), int(label), dtype=torch.long)
     out = fill_canvas(model, _repeat(codes.cpu(), num).to(device), known.to(device), labels, stride=stride,
                       progress=progress, **sampling)
-    return dict(images=_decode(tok, out), codes=out, known=known, upsampled=big)
+    return dict(images=_codes_to_pixels(tok, out), codes=out, known=known, upsampled=big)

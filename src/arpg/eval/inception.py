@@ -44,6 +44,7 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from ..errors import ARPGError, CheckpointError
+from ..weights_io import load_state_strict, read_checkpoint
 from .inception_net import FIDInceptionV3, state_dict_from_default_1
 
 INCEPTION_SIZE = 299
@@ -251,8 +252,6 @@ def _load_torchscript(path: Path, device: torch.device) -> nn.Module:
 
 def load_fid_inception_state(path: str | os.PathLike) -> FIDInceptionV3:
     """Build :class:`FIDInceptionV3` and load a pytorch-fid-style state dict into it strictly."""
-    from ..checkpoints import load_state_strict, read_checkpoint
-
     sd, _ = read_checkpoint(path)
     net = FIDInceptionV3()
     # Files written before BatchNorm had a step counter lack num_batches_tracked; it is unused in eval.

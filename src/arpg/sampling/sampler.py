@@ -141,7 +141,7 @@ def generate(
         known_codes, known_mask: prefilled cells, LongTensor / BoolTensor [B, n] (raster order).
         dtype: autocast dtype (``torch.bfloat16`` recommended on GPU); None = the model's dtype. A model
             converted once with ``model.to(torch.bfloat16)`` needs no autocast and is faster on a CPU
-            (1.14-1.22x, ``benchmarks/cache_ab.py --dtype bf16``): autocast re-casts every weight per call.
+            (``benchmarks/cache_ab.py --dtype bf16`` measures it): autocast re-casts every weight per call.
         batch_size: split larger requests into chunks of this size (progress bar when ``progress``).
     Returns:
         LongTensor [B, n] of codes in raster order, on the model's device.
@@ -196,20 +196,20 @@ def generate(
         for s in starts:
             sl = slice(s, s + chunk)
             if known_mask is None:
-                out[sl] = _decode(model, labels[sl], orders[sl], None, None, dtype, **opts)
+                out[sl] = _decode_group(model, labels[sl], orders[sl], None, None, dtype, **opts)
             else:
                 # Rows with different numbers of known cells cannot share a rectangular step: group them.
                 counts = known_mask[sl].sum(dim=1)
                 for k in counts.unique().tolist():
                     rows = (counts == k).nonzero().squeeze(1) + s
-                    out[rows] = _decode(model, labels[rows], orders[rows], known_codes[rows], known_mask[rows],
+                    out[rows] = _decode_group(model, labels[rows], orders[rows], known_codes[rows], known_mask[rows],
                                         dtype, **opts)
             bar.update(min(chunk, B - s))
     bar.close()
     return out
 
 
-def _decode(model: ARPG, labels: torch.Tensor, orders: torch.Tensor, known_codes: torch.Tensor | None,
+def _decode_group(model: ARPG, labels: torch.Tensor, orders: torch.Tensor, known_codes: torch.Tensor | None,
             known_mask: torch.Tensor | None, dtype: torch.dtype | None, *, steps: int, cfg_scale: float,
             cfg_schedule: str, step_schedule, temperature: float, top_k, top_p, attention: str,
             generator: torch.Generator | None) -> torch.Tensor:

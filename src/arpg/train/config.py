@@ -61,8 +61,8 @@ class TrainConfig:
     resume: str | None = None  # a checkpoint path, or "auto" = the newest in out/checkpoints (if any)
     init: str | None = None  # start from these weights (fine-tuning); ignored when resuming
     fsdp: bool = False
-    # torch.compile the training forward (and so its backward): 1.15x on this 2-core CPU for ARPG-demo at
-    # batch 64 (benchmarks/results/training_demo_b64.md), for ~40 s of compiling at the first step.
+    # torch.compile the training forward (and so its backward): faster after a one-off compile at the first
+    # step (measured in benchmarks/results/training_demo_b64.md).
     compile: bool = False
     progress: bool = True
 

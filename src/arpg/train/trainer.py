@@ -31,7 +31,7 @@ import torch
 from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
 from tqdm import tqdm
 
-from ..checkpoints import load_state_strict, read_checkpoint, suggest_preset
+from ..weights_io import load_state_strict, read_checkpoint, suggest_preset
 from ..data.codes import CodeDataset
 from ..errors import ARPGError
 from ..model import ARPG
@@ -151,7 +151,8 @@ class Trainer:
             return latest  # None = nothing to resume yet: start fresh (same command for every restart)
         return Path(r)
 
-    def recipe(self) -> dict[str, Any]:
+    def optimizer_settings(self) -> dict[str, Any]:
+        """What defines the updates (stored as "recipe" in run.json and checkpoints; compared on resume)."""
         c = self.cfg
         return {"batch_size": c.batch_size, "total_steps": self.total_steps, "lr": c.lr, "min_lr": c.min_lr,
                 "warmup": c.warmup, "weight_decay": c.weight_decay, "betas": list(c.betas),
@@ -163,7 +164,7 @@ class Trainer:
                 "vocab_size": i.vocab_size, "num_classes": i.num_classes}
 
     def _write_run_json(self) -> None:
-        info = {"args": self.cfg.to_dict(), "model_config": self.model_cfg.to_dict(), "recipe": self.recipe(),
+        info = {"args": self.cfg.to_dict(), "model_config": self.model_cfg.to_dict(), "recipe": self.optimizer_settings(),
                 "data": self.data_fingerprint(), "world_size": self.dist.world_size,
                 "micro_batch": self.micro_batch, "base_lr": self.base_lr, "warmup_steps": self.schedule.warmup,
                 "amp_dtype": str(self.amp_dtype).replace("torch.", "")}
@@ -197,7 +198,7 @@ class Trainer:
                 "scheduler": self.schedule.state_dict(), "rng": rng,
                 "data": {"position": self.step * self.cfg.batch_size,
                          "epoch": self.step * self.cfg.batch_size / len(self.data)},
-                "config": self.model_cfg.to_dict(), "args": self.cfg.to_dict(), "recipe": self.recipe(),
+                "config": self.model_cfg.to_dict(), "args": self.cfg.to_dict(), "recipe": self.optimizer_settings(),
                 "data_fingerprint": self.data_fingerprint(),
             }
             path = ckpt.save_checkpoint(state, self.out, self.step, keep=self.cfg.keep)
@@ -208,7 +209,7 @@ class Trainer:
     def _load(self, path: Path) -> None:
         state = ckpt.load_checkpoint(path)
         problems = ckpt.describe_differences(state.get("config", {}), self.model_cfg.to_dict())
-        problems += ckpt.describe_differences(state.get("recipe", {}), self.recipe(), RECIPE_KEYS)
+        problems += ckpt.describe_differences(state.get("recipe", {}), self.optimizer_settings(), RECIPE_KEYS)
         problems += ckpt.describe_differences(state.get("data_fingerprint", {}), self.data_fingerprint(),
                                               DATA_KEYS, prefix="codes ")
         if problems:

@@ -94,8 +94,7 @@ VQ_PRESETS: dict[str, dict[str, Any]] = {
     "VQ-small": dict(codebook_size=1024, ch=64, ch_mult=(1, 1, 2, 2), z_channels=128, enc_blocks=2,
                      dec_blocks=2, attn_lowest=True, norm_groups=32, usage_buffer=0),
     # The demo tokenizer: 4x downsampling (64 px -> 16x16, 32 px -> 8x8), trainable on a CPU.
-    # Narrow at full resolution, where convolutions cost most: ~0.3 s per training step of 16 images
-    # at 64 px on 2 CPU cores.
+    # Narrow at full resolution, where convolutions cost most.
     "VQ-demo": dict(codebook_size=256, ch=16, ch_mult=(1, 2, 4), z_channels=64, enc_blocks=1,
                     dec_blocks=2, norm_groups=8, **_SMALL),
     # Test-sized: 4x downsampling, ~170k parameters.

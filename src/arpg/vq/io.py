@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import torch
 
-from ..checkpoints import load_state_strict, read_checkpoint
+from ..weights_io import load_state_strict, read_checkpoint
 from ..util.files import atomic_write
 from ..errors import CheckpointError
 from .config import VQ_PRESETS, VQConfig, get_vq_preset

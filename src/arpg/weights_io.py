@@ -21,9 +21,12 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from .config import ARPG_PRESETS, ARPGConfig, get_preset
 from .errors import CheckpointError
+from .model import ARPG
 from .util.files import atomic_write, load_torch_file
 
 STATE_KEYS = ("ema", "state_dict", "model", "module")  # order of preference when several are present
@@ -56,8 +59,6 @@ def _looks_like_safetensors(head: bytes) -> bool:
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
@@ -178,8 +179,6 @@ def load_model(path: str | os.PathLike, preset: str | None = None, *, device: st
     Architecture: ``preset`` (+ ``overrides``) if given, else the config stored in the file, else it is
     inferred from tensor shapes (head_dim 64, 16x16 grid unless ``overrides`` say otherwise).
     """
-    from .model import ARPG
-
     sd, extras = read_checkpoint(path)
     if "quantize.embedding.weight" in sd and "head.weight" not in sd:
         raise CheckpointError(f"{path} is a VQ tokenizer checkpoint, not an ARPG model (pass it as --tokenizer)")
@@ -208,8 +207,6 @@ def load_model(path: str | os.PathLike, preset: str | None = None, *, device: st
 
 def save_model(model, path: str | os.PathLike, metadata: Mapping[str, str] | None = None) -> None:
     """Write weights as .safetensors with the config in the metadata (atomic)."""
-    from safetensors.torch import save_file
-
     sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     meta = {"arpg_config": model.config.to_json(), "format": "arpg"}
     settings = getattr(model, "sampling", None)
