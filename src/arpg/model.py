@@ -97,14 +97,22 @@ class CrossAttention(nn.Module):
         return self.proj(y.transpose(1, 2).reshape(B, T, -1))
 
 
-class SelfBlock(nn.Module):
-    def __init__(self, cfg: ARPGConfig):
+class _Block(nn.Module):
+    """Pre-norm block: ``attn_norm -> attn`` and ``ffn_norm -> ffn`` (SwiGLU), both residual (the names are
+    the published state-dict keys)."""
+
+    def __init__(self, cfg: ARPGConfig, attn: nn.Module):
         super().__init__()
         self.attn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.attn = SelfAttention(cfg)
+        self.attn = attn
         self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.ffn = FeedForward(cfg.dim, cfg.ffn_hidden, cfg.ffn_dropout)
         self.resid_dropout = nn.Dropout(cfg.resid_dropout)
+
+
+class SelfBlock(_Block):
+    def __init__(self, cfg: ARPGConfig):
+        super().__init__(cfg, SelfAttention(cfg))
 
     def forward(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
         """Teacher-forced: causal attention over the whole sequence."""
@@ -126,14 +134,9 @@ class SelfBlock(nn.Module):
         return x + self.resid_dropout(self.ffn(self.ffn_norm(x)))
 
 
-class CrossBlock(nn.Module):
+class CrossBlock(_Block):
     def __init__(self, cfg: ARPGConfig):
-        super().__init__()
-        self.attn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.attn = CrossAttention(cfg)
-        self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.ffn = FeedForward(cfg.dim, cfg.ffn_hidden, cfg.ffn_dropout)
-        self.resid_dropout = nn.Dropout(cfg.resid_dropout)
+        super().__init__(cfg, CrossAttention(cfg))
 
     def forward(self, x: torch.Tensor, rope: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 is_causal: bool) -> torch.Tensor:

@@ -14,6 +14,7 @@ import torch
 from ..config import ARPG_PRESETS, ARPGConfig, get_preset
 from ..data.codes import CodeIndex
 from ..errors import ARPGError
+from ..util.devices import parse_dtype
 from . import checkpointing as ckpt
 
 #: Settings that must match to resume a run (they define the data stream, the schedule or the update). The
@@ -166,17 +167,18 @@ def resolve_model_config(preset: str | None, overrides: dict[str, Any], index: C
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """The autocast dtype of training: ``auto`` is bf16 on GPUs that support it, else fp32; fp16 is refused
+    (it needs loss scaling, which the trainer does not do)."""
     name = (name or "auto").lower()
     if name == "auto":
         ok = device.type == "cuda" and torch.cuda.is_bf16_supported()
         return torch.bfloat16 if ok else torch.float32
-    if name in ("fp32", "float32"):
-        return torch.float32
-    if name in ("bf16", "bfloat16"):
-        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            raise ARPGError("this GPU does not support bf16; use --dtype fp32")
-        return torch.bfloat16
-    raise ARPGError(f"unsupported training dtype {name!r}; choose auto, fp32 or bf16")
+    dtype = parse_dtype(name)
+    if dtype == torch.float16:
+        raise ARPGError("fp16 training needs loss scaling, which arpg train does not do; use bf16 or fp32")
+    if dtype == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ARPGError("this GPU does not support bf16; use --dtype fp32")
+    return dtype
 
 
 def total_steps(cfg: TrainConfig, num_samples: int) -> int:
