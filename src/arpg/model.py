@@ -26,6 +26,7 @@ from .cache import KVCache
 from .config import ARPGConfig, get_preset
 from .errors import ARPGError
 from .rope import apply_rope, build_rope_table, position_index
+from .util.pretrained import PretrainedMixin
 
 ATTENTION_MODES = ("block", "causal")
 
@@ -157,8 +158,15 @@ class TwoPassLayers(nn.Module):
         self.to_v = nn.Linear(cfg.dim, cfg.dim, bias=False)
 
 
-class ARPG(nn.Module):
-    """ARPG transformer. Build with ``ARPG(config)`` or ``ARPG.from_preset("ARPG-L", **overrides)``."""
+class ARPG(nn.Module, PretrainedMixin):
+    """ARPG transformer. Build with ``ARPG(config)`` or ``ARPG.from_preset("ARPG-L", **overrides)``; save and
+    load folders / Hub repositories with :meth:`save_pretrained`, :meth:`from_pretrained`, :meth:`push_to_hub`."""
+
+    model_type = "arpg"
+    config_class = ARPGConfig
+    metadata_key = "arpg_config"
+    # The Hub has no class-conditional pipeline; class labels are the only input, as for DiT.
+    pipeline_tag = "unconditional-image-generation"
 
     def __init__(self, config: ARPGConfig):
         super().__init__()
@@ -175,6 +183,20 @@ class ARPG(nn.Module):
         # (else from the pinned recipe of the architecture).
         self.sampling: Any = None
         self.reset_parameters()
+
+    @classmethod
+    def empty(cls, config: ARPGConfig, device: str | torch.device = "cpu") -> "ARPG":
+        model = super().empty(config, device)
+        model.rope.copy_(model.rope_table())  # not stored: recomputed from the config
+        return model
+
+    def card_facts(self) -> dict[str, Any]:
+        c = self.config
+        return {"architecture": f"ARPG two-pass transformer (arXiv 2503.10568): {c.n_layer // 2} self + "
+                                f"{c.n_layer // 2} cross layers, dim {c.dim}, {c.n_head} heads, FFN {c.ffn_hidden}, "
+                                f"vocabulary {c.vocab_size}, {c.num_classes} classes, {c.grid_size}x{c.grid_size} "
+                                f"grid, class_rope={c.class_rope}, class_queries={c.class_queries}",
+                "parameters": f"{count_parameters(self):,}", "config": c.to_dict()}
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> "ARPG":

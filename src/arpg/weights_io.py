@@ -28,6 +28,9 @@ from .config import ARPG_PRESETS, ARPGConfig, get_preset
 from .errors import CheckpointError
 from .model import ARPG
 from .util.files import atomic_write, load_torch_file
+from .util.hub import looks_like_repo, published_name, resolve_file
+from .util.pretrained import is_pretrained_folder
+from .util.state import load_state_strict
 
 STATE_KEYS = ("ema", "state_dict", "model", "module")  # order of preference when several are present
 PREFIXES = ("module.", "_orig_mod.")
@@ -37,12 +40,14 @@ PREFIXES = ("module.", "_orig_mod.")
 # Reading raw state dicts
 # ------------------------------------------------------------------------------------------------
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Return ``(state_dict, extras)`` from any accepted file; ``extras`` may hold a ``config`` dict."""
-    path = Path(path)
+    """Return ``(state_dict, extras)`` from any accepted file (or published name / ``hf://`` address);
+    ``extras`` may hold a ``config`` dict."""
+    path = resolve_file(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.is_dir():
-        raise CheckpointError(f"checkpoint path is a directory, not a file: {path}")
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file (nor a saved model folder with config.json and "
+                              "model.safetensors)")
     with open(path, "rb") as f:
         head = f.read(16)
     if path.suffix == ".safetensors" or _looks_like_safetensors(head):
@@ -141,44 +146,24 @@ def suggest_preset(sd: Mapping[str, torch.Tensor]) -> str:
     return f"none; shapes say dim={cfg.dim}, n_layer={cfg.n_layer}, vocab={cfg.vocab_size}, classes={cfg.num_classes}"
 
 
-def describe_mismatch(model_sd: Mapping[str, torch.Tensor], file_sd: Mapping[str, torch.Tensor], limit: int = 4) -> str:
-    """One line naming missing, unexpected and mis-shaped tensors (or '' when the two match)."""
-    missing = sorted(set(model_sd) - set(file_sd))
-    unexpected = sorted(set(file_sd) - set(model_sd))
-    shaped = sorted(k for k in set(model_sd) & set(file_sd) if tuple(model_sd[k].shape) != tuple(file_sd[k].shape))
-
-    def fmt(names, f=str):
-        more = f" (+{len(names) - limit} more)" if len(names) > limit else ""
-        return ", ".join(f(n) for n in names[:limit]) + more
-
-    parts = []
-    if missing:
-        parts.append(f"missing {len(missing)}: {fmt(missing)}")
-    if unexpected:
-        parts.append(f"unexpected {len(unexpected)}: {fmt(unexpected)}")
-    if shaped:
-        parts.append("mis-shaped {}: {}".format(len(shaped), fmt(
-            shaped, lambda k: f"{k} file {list(file_sd[k].shape)} vs model {list(model_sd[k].shape)}")))
-    return "; ".join(parts)
-
-
-def load_state_strict(model: torch.nn.Module, sd: Mapping[str, torch.Tensor], path: str | os.PathLike,
-                      suggest=None) -> None:
-    """``load_state_dict(strict=True)`` with a one-line :class:`CheckpointError` on any mismatch."""
-    problems = describe_mismatch(model.state_dict(), sd)
-    if problems:
-        hint = f"; the file's shapes suggest preset {suggest(sd)}" if suggest else ""
-        raise CheckpointError(f"{path} does not fit the architecture: {problems}{hint}")
-    model.load_state_dict(sd, strict=True)
-
-
 def load_model(path: str | os.PathLike, preset: str | None = None, *, device: str | torch.device = "cpu",
                dtype: torch.dtype | None = None, **overrides: Any):
     """Load an ARPG model from any accepted checkpoint; returns it in eval mode.
 
+    ``path`` may also be a published name (``ARPG-L``, ``ARPG-XL``, ``ARPG-XXL``: the released files, fetched
+    through the Hugging Face cache), an ``hf://OWNER/REPO/FILE`` address, a folder written by
+    ``save_pretrained`` or a Hub repository ``OWNER/REPO`` holding one (see :mod:`arpg.util.hub`). A published
+    model's recommended sampling settings are the paper's (the pinned recipe of its architecture).
+
     Architecture: ``preset`` (+ ``overrides``) if given, else the config stored in the file, else it is
     inferred from tensor shapes (head_dim 64, 16x16 grid unless ``overrides`` say otherwise).
     """
+    if is_pretrained_folder(path) or (looks_like_repo(str(path)) and published_name(str(path)) is None):
+        if preset is not None or overrides:
+            raise CheckpointError(f"{path} is a saved model folder with its own config; drop the preset / overrides")
+        model = ARPG.from_pretrained(path, device=device)
+        return (model.to(dtype) if dtype is not None else model).eval()
+    path = resolve_file(path)
     sd, extras = read_checkpoint(path)
     if "quantize.embedding.weight" in sd and "head.weight" not in sd:
         raise CheckpointError(f"{path} is a VQ tokenizer checkpoint, not an ARPG model (pass it as --tokenizer)")

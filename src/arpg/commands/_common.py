@@ -16,6 +16,7 @@ from typing import Callable
 
 from ..errors import ARPGError
 from ..util.devices import check_device_name, parse_dtype
+from ..util.hub import PUBLISHED, looks_like_repo, parse_hf_address, published_name
 
 #: Image formats an output image may be written as (by its file extension).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -162,6 +163,28 @@ def output_file(suffixes: tuple[str, ...] | None = None) -> Callable[[str], Path
         return path
     parse.__name__ = "path"
     return parse
+
+
+def output_path(text: str) -> Path:
+    """An argparse type: a ``.safetensors`` file to write, or a folder (anything without that ending)."""
+    if str(text).lower().endswith(".safetensors"):
+        return output_file((".safetensors",))(text)
+    if Path(text).suffix.lower() in (".pt", ".pth", ".bin", ".ckpt"):
+        raise argparse.ArgumentTypeError(f"{text}: arpg writes .safetensors files (no pickles) or a folder")
+    return output_dir(text)
+
+
+def weights_source(text: str) -> str:
+    """An argparse type: an existing weights file or folder, a published name (ARPG-L, ARPG-XL, ARPG-XXL,
+    VQ-16), an ``hf://OWNER/REPO/FILE`` address or a Hub repository ``OWNER/REPO``."""
+    if Path(text).expanduser().exists() or published_name(text) or looks_like_repo(text):
+        return str(Path(text).expanduser()) if Path(text).expanduser().exists() else text
+    try:
+        if parse_hf_address(text):
+            return text
+    except ARPGError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    raise argparse.ArgumentTypeError(f"file not found: {text} (nor a published name: {', '.join(PUBLISHED)})")
 
 
 def input_file(text: str) -> Path:

@@ -1,8 +1,10 @@
 """The shipped demo weights (a small tokenizer and ARPG trained on the bundled Animal-MNIST set).
 
-Files live in ``arpg/weights/`` inside the package: ``demo_vq.safetensors``, ``demo_arpg.safetensors`` and
-``demo_card.json`` (the model card: configs, data split, commands, wall time, losses, quality figures,
-and the sampling recipe the demo uses).
+They live in ``arpg/weights/`` inside the package, laid out as ``save_pretrained`` writes them, so
+``arpg.ARPG.from_pretrained(demo_paths().model)`` (or ``arpg.load_model`` on the folder) loads them:
+``demo-arpg/`` and ``demo-vq/`` each hold ``config.json``, ``model.safetensors`` and a ``README.md`` model
+card; ``demo_card.json`` is the full record (configs, data split, commands, wall time, losses, quality
+figures, the recipe sweeps); ``demo_classifier.safetensors`` is the classifier of the quality figures.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ARPGError
+from ..util.pretrained import is_pretrained_folder
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 
@@ -24,12 +27,11 @@ class DemoPaths:
     card: Path
 
     def exist(self) -> bool:
-        return self.tokenizer.exists() and self.model.exists()
+        return is_pretrained_folder(self.tokenizer) and is_pretrained_folder(self.model)
 
 
 def demo_paths(check: bool = True) -> DemoPaths:
-    paths = DemoPaths(WEIGHTS_DIR / "demo_vq.safetensors", WEIGHTS_DIR / "demo_arpg.safetensors",
-                      WEIGHTS_DIR / "demo_card.json")
+    paths = DemoPaths(WEIGHTS_DIR / "demo-vq", WEIGHTS_DIR / "demo-arpg", WEIGHTS_DIR / "demo_card.json")
     if check and not paths.exist():
         raise ARPGError(f"the shipped demo weights are missing from {WEIGHTS_DIR}; pass --model/--tokenizer "
                         "or rebuild them with `arpg demo --retrain`")
@@ -39,3 +41,33 @@ def demo_paths(check: bool = True) -> DemoPaths:
 def demo_card() -> dict[str, Any]:
     p = demo_paths(check=False).card
     return json.loads(p.read_text()) if p.exists() else {}
+
+
+def card_facts(card: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The model-card facts of the shipped ARPG and tokenizer, from the full record ``card``."""
+    data = (f"{card.get('summary', {}).get('data', 'Animal-MNIST')}; split: "
+            f"{json.dumps(card.get('data_split', {}))}")
+    commands = card.get("commands", [])
+    quality = card.get("quality", {})
+    arpg = {"name": "ARPG demo model (Animal-MNIST, 8x8 codes)", "training_data": data,
+            "training_command": "\n".join(commands) if commands else "see demo_card.json",
+            "quality": {k: quality[k] for k in ("classifier_heldout_accuracy", "frechet_floor_train_vs_heldout",
+                                                "tokenizer_reconstructions", "recipe") if k in quality}
+            or "see demo_card.json",
+            "notes": f"Shipped weights: {card.get('shipped_weights', 'EMA weights')}. Wall time "
+                     f"{json.dumps(card.get('wall_time_s', {}))} s on {card.get('machine', '2 CPU cores')}. The "
+                     "full record, with every sweep, is demo_card.json beside this folder."}
+    vq = {"name": "VQ demo tokenizer (Animal-MNIST, 4x downsampling, 256 codes)", "training_data": data,
+          "training_command": commands[0] if commands else "see demo_card.json",
+          "quality": card.get("final_tokenizer_log", "see demo_card.json")}
+    return arpg, vq
+
+
+def write_demo_folders(model, tokenizer, card: dict[str, Any], *, write_weights: bool = True) -> DemoPaths:
+    """Lay the demo ``model`` (with its recommended settings) and ``tokenizer`` out as pretrained folders in
+    :data:`WEIGHTS_DIR`, with model cards made from ``card``."""
+    paths = demo_paths(check=False)
+    arpg_facts, vq_facts = card_facts(card)
+    model.save_pretrained(paths.model, card=arpg_facts, write_weights=write_weights)
+    tokenizer.save_pretrained(paths.tokenizer, card=vq_facts, write_weights=write_weights)
+    return paths

@@ -16,7 +16,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..weights_io import load_state_strict, read_checkpoint
+from ..util.state import load_state_strict
+from ..weights_io import read_checkpoint
 from ..data.animal_mnist import load_split, padded
 from ..util.files import atomic_write
 

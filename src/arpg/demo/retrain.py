@@ -10,11 +10,12 @@ copies the results over the shipped files. Every run is resumable: an interrupte
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
-from ..weights_io import read_checkpoint
+from ..sampling.recipes import get_recipe
+from ..vq import load_tokenizer
+from ..weights_io import load_model, read_checkpoint
 from ..config import ARPGConfig
 from ..data.animal_mnist import HELDOUT_PER_CLASS, SPLIT_SEED, TRAIN_PER_CLASS
 from ..data.extract import ExtractConfig, extract_codes
@@ -24,7 +25,7 @@ from ..train.config import TrainConfig
 from ..train.trainer import train
 from ..train.vq_config import TrainVQConfig
 from ..train.vq_trainer import train_vq
-from .assets import demo_paths
+from .assets import demo_card, write_demo_folders
 
 VQ_STEPS = 3000
 VQ_CODEBOOK = 256
@@ -90,9 +91,9 @@ def retrain(work_dir: str, install: bool = False, log=print) -> dict[str, float]
         train(train_cfg)
     times["train"] = time.perf_counter() - t
     if install:
-        paths = demo_paths(check=False)
-        shutil.copyfile(Path(work_dir) / "vq" / "tokenizer.safetensors", paths.tokenizer)
-        shutil.copyfile(Path(work_dir) / FINAL, paths.model)
+        model = load_model(Path(work_dir) / FINAL)
+        model.sampling = get_recipe("demo").sampling
+        write_demo_folders(model, load_tokenizer(Path(work_dir) / "vq" / "tokenizer.safetensors"), demo_card())
     return times
 
 

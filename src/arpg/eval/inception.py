@@ -44,7 +44,8 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from ..errors import ARPGError, CheckpointError
-from ..weights_io import load_state_strict, read_checkpoint
+from ..util.state import load_state_strict
+from ..weights_io import read_checkpoint
 from .inception_net import FIDInceptionV3, state_dict_from_default_1
 
 INCEPTION_SIZE = 299

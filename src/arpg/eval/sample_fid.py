@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from ..errors import ARPGError
 from ..util.files import atomic_write_text
+from ..util.hub import resolve_file
 from ..vq import to_uint8
 from ..sampling import generate
 from ..util.images import save_images
@@ -48,13 +49,20 @@ RECORD = "recipe.json"
 IDENTITY = ("recipe", "num_samples", "batch_size", "dtype", "model_sha256", "tokenizer_sha256")
 
 
-def file_sha256(path: str | os.PathLike | None) -> str | None:
-    if path is None:
+def file_sha256(source: str | os.PathLike | None) -> str | None:
+    """SHA-256 of a weights file, or of a saved folder's files (names and contents, sorted); published names
+    and ``hf://`` addresses are hashed as the file they resolve to."""
+    if source is None:
         return None
+    path = resolve_file(source)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
+    for p in files:
+        if path.is_dir():
+            h.update(str(p.relative_to(path)).encode() + b"\0")
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
     return h.hexdigest()
 
 

@@ -9,7 +9,8 @@ import torch
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
                                                      get_optimizer_state_dict)
 
-from ..weights_io import load_state_strict, save_model
+from ..util.state import load_state_strict
+from ..weights_io import save_model
 from ..config import ARPGConfig
 from ..model import ARPG
 from .optim import EMA

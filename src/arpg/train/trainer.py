@@ -31,7 +31,8 @@ import torch
 from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
 from tqdm import tqdm
 
-from ..weights_io import load_state_strict, read_checkpoint, suggest_preset
+from ..util.state import load_state_strict
+from ..weights_io import read_checkpoint, suggest_preset
 from ..data.codes import CodeDataset
 from ..errors import ARPGError
 from ..model import ARPG

@@ -136,7 +136,7 @@ def load_torch_file(path: str | os.PathLike, what: str = "checkpoint", error=Che
     if not path.exists():
         raise error(f"{what} not found: {path}")
     if path.is_dir():
-        raise error(f"{what} path is a directory, not a file: {path}")
+        raise error(f"{path} is a folder, not a {what} file")
     try:
         with torch.serialization.safe_globals([argparse.Namespace]), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's pickle-protocol hints: the outcome is reported below

@@ -13,8 +13,11 @@ from typing import Any, Mapping
 
 import torch
 
-from ..weights_io import load_state_strict, read_checkpoint
+from ..util.state import load_state_strict
+from ..weights_io import read_checkpoint
 from ..util.files import atomic_write
+from ..util.hub import looks_like_repo, published_name, resolve_file
+from ..util.pretrained import is_pretrained_folder
 from ..errors import CheckpointError
 from .config import VQ_PRESETS, VQConfig, get_vq_preset
 from .model import VQTokenizer
@@ -78,9 +81,19 @@ def load_tokenizer(path: str | os.PathLike, preset: str | None = None, *, device
                    **overrides: Any) -> VQTokenizer:
     """Load a tokenizer in eval mode (fp32) from any accepted file.
 
+    ``path`` may also be ``VQ-16`` (LlamaGen's released ``vq_ds16_c2i.pt``, fetched through the Hugging Face
+    cache), an ``hf://OWNER/REPO/FILE`` address, a folder written by ``save_pretrained`` or a Hub repository
+    ``OWNER/REPO`` holding one.
+
     Architecture: ``preset`` (+ ``overrides``) if given, else the config stored in the file, else it is
     inferred from tensor shapes. Loading is strict: every tensor must match.
     """
+    if is_pretrained_folder(path) or (looks_like_repo(str(path)) and published_name(str(path)) is None):
+        if preset is not None or overrides:
+            raise CheckpointError(f"{path} is a saved tokenizer folder with its own config; drop the preset / "
+                                  "overrides")
+        return VQTokenizer.from_pretrained(path, device=device)
+    path = resolve_file(path)
     sd, extras = read_checkpoint(path)  # allows argparse.Namespace beside the weights (LlamaGen checkpoints)
     missing = [k for k in _REQUIRED if k not in sd]
     if missing:

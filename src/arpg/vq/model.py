@@ -14,6 +14,7 @@ from ..errors import ARPGError
 from .config import VQConfig, get_vq_preset
 from .layers import Decoder, Encoder
 from .quantizer import VectorQuantizer
+from ..util.pretrained import PretrainedMixin
 
 
 @dataclass
@@ -27,7 +28,7 @@ class VQOutput:
     commit_loss: torch.Tensor
 
 
-class VQTokenizer(nn.Module):
+class VQTokenizer(nn.Module, PretrainedMixin):
     """Convolutional VQ autoencoder with LlamaGen's parameter names (``encoder``, ``decoder``,
     ``quantize``, ``quant_conv``, ``post_quant_conv``).
 
@@ -35,6 +36,18 @@ class VQTokenizer(nn.Module):
     order; :meth:`decode` codes → images in [-1, 1]. Images may have any size that is a multiple of
     :attr:`downsample`.
     """
+
+    model_type = "vq"
+    config_class = VQConfig
+    metadata_key = "vq_config"
+    pipeline_tag = "image-to-image"  # encode + decode: an image back from its codes
+
+    def card_facts(self) -> dict[str, Any]:
+        c = self.config
+        return {"architecture": f"VQ tokenizer (LlamaGen layout): {self.downsample}x downsampling, codebook "
+                                f"{c.codebook_size} x {c.codebook_dim}, ch {c.ch}, ch_mult {list(c.ch_mult)}, "
+                                f"{c.in_channels} input channel(s)",
+                "parameters": f"{sum(p.numel() for p in self.parameters()):,}", "config": c.to_dict()}
 
     def __init__(self, config: VQConfig):
         super().__init__()
