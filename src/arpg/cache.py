@@ -39,3 +39,9 @@ class KVCache:
     @property
     def batch(self) -> int:
         return self.self_k.shape[1]
+
+    def rows(self, stop: int) -> "KVCache":
+        """A view of the first ``stop`` rows (same memory, same length): guidance keeps the conditional rows
+        first, so this is the cache without the unconditional half."""
+        return KVCache(self.self_k[:, :stop], self.self_v[:, :stop], self.shared_k[:stop], self.shared_v[:stop],
+                       self.length, None if self.class_ids is None else self.class_ids[:stop])

@@ -18,11 +18,12 @@ from ..model import ATTENTION_MODES
 from ..sampling.guidance import CFG_SCHEDULES
 from ..sampling.orders import ORDERS
 from ..sampling.sampler import generate, resolve_sampling
-from ..sampling.settings import SamplingConfig
+from ..sampling.settings import TEMPERATURE_SCHEDULES, SamplingConfig
 from ..util.devices import parse_dtype, pick_device
 from ..util.images import make_grid, save_images, to_pil, to_uint8
 from ..vq import load_tokenizer
-from ._common import add_device_args, finite_float, output_dir, positive_float, positive_int, probability, seed_int
+from ._common import (add_device_args, finite_float, float_range, nonneg_int, output_dir, positive_float, positive_int,
+                      probability, seed_int)
 
 
 def add_sampling_args(p: argparse.ArgumentParser) -> None:
@@ -40,8 +41,27 @@ def add_sampling_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--top-p", type=probability, default=None)
     g.add_argument("--order", default=None, choices=list(ORDERS))
     g.add_argument("--attention", default=None, choices=list(ATTENTION_MODES))
+    g.add_argument("--guidance-interval", type=_interval, default=None, metavar="LO,HI",
+                   help="guide only the steps whose share of decoded cells is in (LO, HI] (default 0,1)")
+    g.add_argument("--temperature-schedule", default=None, choices=list(TEMPERATURE_SCHEDULES),
+                   help="constant, or anneal (linear from --temperature to --temperature-end)")
+    g.add_argument("--temperature-end", type=positive_float, default=None)
+    g.add_argument("--refine-rounds", type=nonneg_int, default=None,
+                   help="re-predict the least confident cells this many times after the last step")
+    g.add_argument("--refine-fraction", type=float_range(0.0, 1.0, lo_open=True, hi_open=True), default=None,
+                   help="share of the decoded cells each refinement round re-predicts (default 0.1)")
     g.add_argument("--seed", type=seed_int, default=0)
     add_device_args(p)
+
+
+def _interval(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two numbers LO,HI, got {text!r}") from None
+    if not 0 <= lo < hi <= 1:
+        raise argparse.ArgumentTypeError(f"need 0 <= LO < HI <= 1, got {text!r}")
+    return lo, hi
 
 
 def sampling_config(args: argparse.Namespace, model) -> SamplingConfig:

@@ -16,6 +16,7 @@ fields that differ (``overwrite=True`` / ``--overwrite`` starts over).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -89,8 +90,12 @@ def check_resume(out: Path, want: dict[str, Any], overwrite: bool = False) -> No
     for key in IDENTITY:
         a, b = have.get(key), want.get(key)
         if key == "recipe" and isinstance(a, dict) and isinstance(b, dict):
-            diffs += [f"{k} {a.get(k)!r} (folder) vs {b.get(k)!r} (now)" for k in sorted(set(a) | set(b))
-                      if a.get(k) != b.get(k) and k != "name"]
+            # A field a folder's record predates had its default value then.
+            defaults = {f.name: f.default for f in dataclasses.fields(Recipe)}
+            defaults["guidance_interval"] = list(defaults["guidance_interval"])
+            diffs += [f"{k} {a.get(k, defaults.get(k))!r} (folder) vs {b.get(k, defaults.get(k))!r} (now)"
+                      for k in sorted(set(a) | set(b))
+                      if a.get(k, defaults.get(k)) != b.get(k, defaults.get(k)) and k != "name"]
         elif a != b:
             diffs.append(f"{key} {a!r} (folder) vs {b!r} (now)")
     if diffs:

@@ -48,9 +48,14 @@ def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float |
 
 
 def sample_tokens(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
-                  top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Sample one token per row of ``logits`` [..., V]; returns LongTensor [...]."""
+                  top_p: float | None = None, generator: torch.Generator | None = None,
+                  return_probs: bool = False):
+    """Sample one token per row of ``logits`` [..., V]; returns LongTensor [...] (and, with
+    ``return_probs``, the probability each drawn token had: the sampler's confidence)."""
     logits = filter_logits(logits.float() / temperature, top_k, top_p)
     probs = logits.softmax(dim=-1)
     flat = probs.reshape(-1, probs.shape[-1])
-    return torch.multinomial(flat, 1, generator=generator).view(probs.shape[:-1])
+    tokens = torch.multinomial(flat, 1, generator=generator)
+    if not return_probs:
+        return tokens.view(probs.shape[:-1])
+    return tokens.view(probs.shape[:-1]), flat.gather(1, tokens).view(probs.shape[:-1])

@@ -10,6 +10,8 @@ Named orders (all permutations of ``range(g*g)``):
 * ``spiral-out``: ``spiral-in`` reversed (centre outwards).
 * ``random``: an independent uniform permutation per sample (the default).
 * ``shared-random``: one uniform permutation for the whole batch (what the published sampler does).
+* ``halton``, ``locality``, ``farthest-first``: per-sample orders that spread the cells of each step
+  (:mod:`arpg.sampling.spread_orders`).
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from typing import Sequence
 import torch
 
 from ..errors import ARPGError
+from .spread_orders import SPREAD_ORDERS, spread_orders
 
 FIXED_ORDERS = ("raster", "alternate", "z-curve", "spiral-in", "spiral-out")
-ORDERS = ("random", "shared-random") + FIXED_ORDERS
+ORDERS = ("random", "shared-random") + FIXED_ORDERS + SPREAD_ORDERS
 
 
 def _spiral_in(g: int) -> list[int]:
@@ -70,8 +73,10 @@ def is_permutation(orders: torch.Tensor, n: int) -> bool:
 
 
 def make_orders(order: str | Sequence[int] | torch.Tensor, batch: int, grid: int,
-                generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Resolve ``order`` into a LongTensor [batch, grid*grid], one permutation per row."""
+                generator: torch.Generator | None = None, device: torch.device | str = "cpu",
+                counts: Sequence[int] | None = None) -> torch.Tensor:
+    """Resolve ``order`` into a LongTensor [batch, grid*grid], one permutation per row (``counts``: the
+    step sizes, which the ``locality`` order is built for)."""
     n = grid * grid
     gen_device = generator.device if generator is not None else torch.device("cpu")
     if isinstance(order, str):
@@ -79,6 +84,8 @@ def make_orders(order: str | Sequence[int] | torch.Tensor, batch: int, grid: int
             out = torch.rand(batch, n, generator=generator, device=gen_device).argsort(dim=1)
         elif order == "shared-random":
             out = torch.rand(1, n, generator=generator, device=gen_device).argsort(dim=1).expand(batch, n)
+        elif order in SPREAD_ORDERS:
+            out = spread_orders(order, batch, grid, generator, gen_device, counts)
         else:
             out = fixed_order(order, grid).expand(batch, n)
         return out.to(device).contiguous()

@@ -41,6 +41,11 @@ class Recipe:
     top_p: float | None = None
     order: str = "random"        # one independent random order per sample
     attention: str = "block"     # tokens fed in one step see each other (the published sampler)
+    guidance_interval: tuple[float, float] = (0.0, 1.0)
+    temperature_schedule: str = "constant"
+    temperature_end: float | None = None
+    refine_rounds: int = 0
+    refine_fraction: float = 0.1
     seed: int = 0
     num_classes: int = 1000
     per_class: int = 50
@@ -64,6 +69,7 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
+        d["guidance_interval"] = list(d["guidance_interval"])
         d["num_samples"] = self.num_samples
         return d
 

@@ -15,6 +15,7 @@ returned unchanged.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from typing import Any, Sequence
 
 import torch
@@ -110,6 +111,11 @@ def generate(
     attention: str | None = None,
     generator: torch.Generator | None = None,
     sampling: SamplingConfig | None = None,
+    guidance_interval: tuple[float, float] | None = None,
+    temperature_schedule: str | None = None,
+    temperature_end: float | None = None,
+    refine_rounds: int | None = None,
+    refine_fraction: float | None = None,
     known_codes: torch.Tensor | None = None,
     known_mask: torch.Tensor | None = None,
     dtype: torch.dtype | None = None,
@@ -138,6 +144,13 @@ def generate(
         attention: ``"block"`` (tokens fed in one step see each other, as published) or ``"causal"``.
         generator: a ``torch.Generator`` on the model's device for reproducible sampling.
         sampling: a :class:`~arpg.sampling.settings.SamplingConfig` to start from instead of the model's.
+        guidance_interval: ``(lo, hi)``: guidance only at steps whose share of decoded cells (after the step)
+            is in (lo, hi]; outside it only the conditional rows run (and after it they are all that is kept).
+        temperature_schedule, temperature_end: ``"constant"`` or ``"anneal"`` (linear from ``temperature``
+            at the first step towards ``temperature_end``, by the share of cells decoded before the step).
+        refine_rounds, refine_fraction: after the last step, re-predict the least confident
+            ``refine_fraction`` of the decoded cells, ``refine_rounds`` times, each in one step with every
+            other cell known (prefilled). Known cells never change.
         known_codes, known_mask: prefilled cells, LongTensor / BoolTensor [B, n] (raster order).
         dtype: autocast dtype (``torch.bfloat16`` recommended on GPU); None = the model's dtype. A model
             converted once with ``model.to(torch.bfloat16)`` needs no autocast and is faster on a CPU
@@ -157,7 +170,9 @@ def generate(
     named_order = order if isinstance(order, str) else None
     sc = resolve_sampling(model, sampling, steps=steps, cfg_scale=cfg_scale, cfg_schedule=cfg_schedule,
                           step_schedule=step_schedule, temperature=temperature, top_k=top_k, top_p=top_p,
-                          order=named_order, attention=attention)
+                          order=named_order, attention=attention, guidance_interval=guidance_interval,
+                          temperature_schedule=temperature_schedule, temperature_end=temperature_end,
+                          refine_rounds=refine_rounds, refine_fraction=refine_fraction)
     sc.validate(cfg.n_cells if known_mask is None and known_codes is None else None)
     if order is None or named_order is not None:
         order = sc.order
@@ -175,7 +190,8 @@ def generate(
         sel = known_codes[known_mask]
         if sel.numel() and (int(sel.min()) < 0 or int(sel.max()) >= cfg.vocab_size):
             raise ARPGError(f"known codes must be in 0..{cfg.vocab_size - 1}")
-    orders = make_orders(order, B, cfg.grid_size, generator=generator, device=device)
+    plan = step_counts(n, sc.steps, sc.step_schedule) if known_mask is None else None
+    orders = make_orders(order, B, cfg.grid_size, generator=generator, device=device, counts=plan)
     model.eval()
 
     chunk = batch_size or B
@@ -188,32 +204,28 @@ def generate(
     starts = range(0, B, chunk)
     out = torch.empty(B, n, dtype=torch.long, device=device)
     bar = tqdm(total=B, desc="sampling", unit="img", disable=not progress)
-    opts = dict(steps=sc.steps, cfg_scale=sc.cfg_scale, cfg_schedule=sc.cfg_schedule,
-                step_schedule=list(sc.step_schedule) if isinstance(sc.step_schedule, tuple) else sc.step_schedule,
-                temperature=sc.temperature, top_k=sc.top_k, top_p=sc.top_p, attention=sc.attention,
-                generator=generator)
     with _autocast(device, dtype):
         for s in starts:
             sl = slice(s, s + chunk)
             if known_mask is None:
-                out[sl] = _decode_group(model, labels[sl], orders[sl], None, None, dtype, **opts)
+                out[sl] = _decode_group(model, labels[sl], orders[sl], None, None, dtype, sc, generator)
             else:
                 # Rows with different numbers of known cells cannot share a rectangular step: group them.
                 counts = known_mask[sl].sum(dim=1)
                 for k in counts.unique().tolist():
                     rows = (counts == k).nonzero().squeeze(1) + s
                     out[rows] = _decode_group(model, labels[rows], orders[rows], known_codes[rows], known_mask[rows],
-                                        dtype, **opts)
+                                              dtype, sc, generator)
             bar.update(min(chunk, B - s))
     bar.close()
     return out
 
 
 def _decode_group(model: ARPG, labels: torch.Tensor, orders: torch.Tensor, known_codes: torch.Tensor | None,
-            known_mask: torch.Tensor | None, dtype: torch.dtype | None, *, steps: int, cfg_scale: float,
-            cfg_schedule: str, step_schedule, temperature: float, top_k, top_p, attention: str,
-            generator: torch.Generator | None) -> torch.Tensor:
-    """Decode one rectangular group: every row has the same number of known cells."""
+                  known_mask: torch.Tensor | None, dtype: torch.dtype | None, sc: SamplingConfig,
+                  generator: torch.Generator | None, return_confidence: bool = False):
+    """Decode one rectangular group: every row has the same number of known cells. Returns the codes (and,
+    with ``return_confidence``, the probability each decoded cell's token was drawn with; 1 for known)."""
     cfg = model.config
     B, n = orders.shape
     device = orders.device
@@ -228,35 +240,67 @@ def _decode_group(model: ARPG, labels: torch.Tensor, orders: torch.Tensor, known
     unknown = n - n_known
     if unknown == 0:
         raise ARPGError("every cell is known: there is nothing to decode")
-    counts = step_counts(unknown, steps, step_schedule)
+    counts = step_counts(unknown, sc.steps, sc.step_schedule)
+    guided_at = sc.guided_steps(counts)
+    last_guided = max((i for i, g in enumerate(guided_at) if g), default=-1)
 
-    guided = cfg_scale != 1.0
-    rows = 2 * B if guided else B
+    doubled_rows = last_guided >= 0  # the cache holds the unconditional half while a guided step is ahead
+    rows = 2 * B if doubled_rows else B
     cache_dtype = dtype if dtype not in (None, torch.float32) else model.embeddings.weight.dtype
     cache = model.new_cache(rows, dtype=cache_dtype, device=device)
 
     def doubled(x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([x, x], dim=0) if guided else x
+        return torch.cat([x, x], dim=0) if doubled_rows else x
 
     cls = model.class_ids(labels)
-    if guided:
+    if doubled_rows:
         cls = torch.cat([cls, torch.full_like(cls, cfg.null_class_id)])
-    model.extend(cls[:, None], torch.full((rows, 1), -1, dtype=torch.long, device=device), cache, attention)
+    model.extend(cls[:, None], torch.full((rows, 1), -1, dtype=torch.long, device=device), cache, sc.attention)
     if n_known:
         cells = orders[:, :n_known]
         model.extend(doubled(codes.gather(1, cells)), doubled(cells), cache, "causal")
 
+    confidence = torch.ones(B, n, device=device)
     pos, decoded = n_known, 0
     for i, c in enumerate(counts):
         cells = orders[:, pos:pos + c]
-        logits = model.query(doubled(cells), cache)
+        temperature = sc.temperature_at(decoded, unknown)
         decoded += c
-        if guided:
-            w = guidance_weight(cfg_scale, cfg_schedule, decoded, unknown)
+        if guided_at[i]:
+            logits = model.query(doubled(cells), cache)
+            w = guidance_weight(sc.cfg_scale, sc.cfg_schedule, decoded, unknown)
             logits = apply_guidance(logits[:B], logits[B:], w)
-        tokens = sample_tokens(logits, temperature, top_k, top_p, generator)
+        else:  # outside the guidance interval: the conditional rows only
+            logits = model.query(cells, cache.rows(B) if doubled_rows else cache)
+        tokens, probs = sample_tokens(logits, temperature, sc.top_k, sc.top_p, generator, return_probs=True)
         codes.scatter_(1, cells, tokens)
+        confidence.scatter_(1, cells, probs.to(confidence.dtype))
         if i < len(counts) - 1:  # the final step's tokens are never needed by Pass 1
-            model.extend(doubled(tokens), doubled(cells), cache, attention)
+            if doubled_rows and i >= last_guided:  # no guided step left: drop the unconditional half
+                cache, doubled_rows = cache.rows(B), False
+            model.extend(doubled(tokens), doubled(cells), cache, sc.attention)
         pos += c
-    return codes
+    if sc.refine_rounds:
+        codes, confidence = _refine(model, labels, codes, confidence, known_mask, dtype, sc, generator)
+    return (codes, confidence) if return_confidence else codes
+
+
+def _refine(model: ARPG, labels: torch.Tensor, codes: torch.Tensor, confidence: torch.Tensor,
+            known_mask: torch.Tensor | None, dtype: torch.dtype | None, sc: SamplingConfig,
+            generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``sc.refine_rounds`` rounds: the ``refine_fraction`` least confident decoded cells are re-predicted in one
+    step with every other cell known (prefilled, as editing does); known cells never change."""
+    B, n = codes.shape
+    free = torch.ones(B, n, dtype=torch.bool, device=codes.device) if known_mask is None else ~known_mask
+    k = max(1, round(sc.refine_fraction * int(free[0].sum())))
+    final_t = sc.temperature_at(int(free[0].sum()), int(free[0].sum()))
+    one_step = dataclasses.replace(sc, steps=1, step_schedule="arccos", refine_rounds=0, temperature=final_t,
+                                   temperature_schedule="constant", guidance_interval=(0.0, 1.0))
+    for _ in range(sc.refine_rounds):
+        chosen = confidence.masked_fill(~free, float("inf")).topk(k, dim=1, largest=False).indices
+        keep = torch.ones_like(free).scatter_(1, chosen, False)
+        orders = make_orders("random", B, model.config.grid_size, generator=generator, device=codes.device)
+        codes, conf = _decode_group(model, labels, orders, codes, keep, dtype, one_step, generator,
+                                    return_confidence=True)
+        confidence = torch.where(keep, confidence, conf)
+    return codes, confidence

@@ -20,6 +20,8 @@ from .guidance import CFG_SCHEDULES
 from .orders import ORDERS
 from .schedules import SCHEDULES as STEP_SCHEDULES
 
+TEMPERATURE_SCHEDULES = ("constant", "anneal")
+
 
 @dataclass(frozen=True)
 class SamplingConfig:
@@ -34,10 +36,21 @@ class SamplingConfig:
     top_p: float | None = None
     order: str = "random"
     attention: str = "block"
+    # Guidance only at steps whose share of decoded cells (counted after the step) lies in (lo, hi]; the
+    # unconditional rows are skipped outside it, and dropped for good after its last step.
+    guidance_interval: tuple[float, float] = (0.0, 1.0)
+    temperature_schedule: str = "constant"  # or "anneal": linear from temperature to temperature_end
+    temperature_end: float | None = None
+    # Refinement: after the last step, re-predict the least confident refine_fraction of the decoded cells,
+    # each round in one step with every other cell known.
+    refine_rounds: int = 0
+    refine_fraction: float = 0.1
 
     def __post_init__(self) -> None:
         if isinstance(self.step_schedule, (list, tuple)):  # hashable, and equal however it was given
             object.__setattr__(self, "step_schedule", tuple(int(c) for c in self.step_schedule))
+        if isinstance(self.guidance_interval, list):
+            object.__setattr__(self, "guidance_interval", tuple(self.guidance_interval))
 
     @classmethod
     def fields(cls) -> tuple[str, ...]:
@@ -54,12 +67,13 @@ class SamplingConfig:
         d = dataclasses.asdict(self)
         if isinstance(d["step_schedule"], tuple):
             d["step_schedule"] = list(d["step_schedule"])
+        d["guidance_interval"] = list(d["guidance_interval"])
         return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "SamplingConfig":
         """The sampling fields of ``d`` (other keys, e.g. a recipe's seed, are ignored)."""
-        nullable = ("top_k", "top_p")
+        nullable = ("top_k", "top_p", "temperature_end")
         return cls(**{k: d[k] for k in cls.fields() if k in d and (d[k] is not None or k in nullable)})
 
     def validate(self, unknown_cells: int | None = None) -> "SamplingConfig":
@@ -93,11 +107,42 @@ class SamplingConfig:
             bad("top_k", "a positive integer or None", self.top_k)
         if self.top_p is not None and (not isinstance(self.top_p, (int, float)) or not 0 < self.top_p <= 1):
             bad("top_p", "in (0, 1] or None", self.top_p)
+        gi = self.guidance_interval
+        if (not isinstance(gi, tuple) or len(gi) != 2 or not all(isinstance(v, (int, float)) for v in gi)
+                or not 0 <= gi[0] < gi[1] <= 1):
+            bad("guidance_interval", "two numbers 0 <= lo < hi <= 1", gi)
+        if self.temperature_schedule not in TEMPERATURE_SCHEDULES:
+            bad("temperature_schedule", f"one of {', '.join(TEMPERATURE_SCHEDULES)}", self.temperature_schedule)
+        if self.temperature_schedule == "anneal" and not (
+                isinstance(self.temperature_end, (int, float)) and math.isfinite(self.temperature_end)
+                and self.temperature_end > 0):
+            bad("temperature_end", "a finite number > 0 with temperature_schedule='anneal'", self.temperature_end)
+        if isinstance(self.refine_rounds, bool) or not isinstance(self.refine_rounds, int) or self.refine_rounds < 0:
+            bad("refine_rounds", "an integer >= 0", self.refine_rounds)
+        if not isinstance(self.refine_fraction, (int, float)) or not 0 < self.refine_fraction < 1:
+            bad("refine_fraction", "in (0, 1)", self.refine_fraction)
         if not isinstance(self.order, str) or self.order not in ORDERS:
             bad("order", f"one of {', '.join(ORDERS)}", self.order)
         if self.attention not in ATTENTION_MODES:
             bad("attention", f"one of {', '.join(ATTENTION_MODES)}", self.attention)
         return self
+
+    def temperature_at(self, decoded_before: int, total: int) -> float:
+        """The temperature of a step: constant, or (``anneal``) linear from ``temperature`` at the first step
+        towards ``temperature_end``, by the share of cells decoded before the step."""
+        if self.temperature_schedule == "anneal":
+            return self.temperature + (self.temperature_end - self.temperature) * decoded_before / total
+        return self.temperature
+
+    def guided_steps(self, counts: Sequence[int]) -> list[bool]:
+        """Which steps (of these sizes) apply guidance: ``cfg_scale != 1`` and the share of cells decoded
+        after the step in ``guidance_interval`` (lo, hi]."""
+        total, done, out = sum(counts), 0, []
+        lo, hi = self.guidance_interval
+        for c in counts:
+            done += c
+            out.append(self.cfg_scale != 1.0 and lo < done / total <= hi + 1e-12)
+        return out
 
     @property
     def decode_steps(self) -> int:
