@@ -4,7 +4,8 @@ import torch
 
 from arpg import ARPG, ARPGError
 from arpg.editing import box_mask, cell_mask, fill_canvas, inpaint, load_mask, plan_windows
-from arpg.editing.images import edit_image, expand_image, inpaint_image, outpaint_image
+from arpg.editing.expand import expand_image
+from arpg.editing.images import edit_image, inpaint_image, outpaint_image
 from arpg.vq import VQTokenizer
 
 

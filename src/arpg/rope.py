@@ -18,11 +18,13 @@ import torch
 CLASS_ROPE_MODES = ("zero", "identity")
 
 
-def build_rope_table(grid_size: int, head_dim: int, base: float = 10000.0, class_slot: str = "zero") -> torch.Tensor:
+def build_rope_table(grid_size: int, head_dim: int, base: float = 10000.0, class_slot: str = "zero",
+                     scale: float = 1.0) -> torch.Tensor:
     """Return a float32 table ``[1 + grid_size**2, head_dim // 2, 2]`` of (cos, sin).
 
     Row 0 (the class token) is all zeros for ``class_slot="zero"`` (published) or the identity rotation
-    (cos 1, sin 0) for ``"identity"``.
+    (cos 1, sin 0) for ``"identity"``. ``scale`` multiplies the positions: ``0.5`` puts a 2g x 2g grid at
+    the half-integer positions of the g x g grid a model was trained on (position interpolation).
     """
     if head_dim % 4:
         raise ValueError(f"head_dim must be a multiple of 4 for 2D RoPE, got {head_dim}")
@@ -31,7 +33,7 @@ def build_rope_table(grid_size: int, head_dim: int, base: float = 10000.0, class
     half = head_dim // 2  # rotary pairs
     quarter = half // 2  # pairs per axis
     freqs = base ** (-torch.arange(quarter, dtype=torch.float64) * 2.0 / half)
-    idx = torch.arange(grid_size, dtype=torch.float64)
+    idx = torch.arange(grid_size, dtype=torch.float64) * scale
     axis = torch.outer(idx, freqs)  # [grid, quarter]
     rows = axis[:, None, :].expand(grid_size, grid_size, quarter)
     cols = axis[None, :, :].expand(grid_size, grid_size, quarter)

@@ -15,6 +15,7 @@ from .sample import add_sampling_args, load_pair, sampling_config
 from ..editing import edit_image, expand_image, inpaint_image, outpaint_image
 from ..util.images import to_pil
 from ..editing.canvas import MAX_CANVAS_FACTOR
+from ..editing.expand import EXPAND_METHODS
 from ..util.devices import parse_dtype, pick_device
 from ._common import IMAGE_SUFFIXES, input_file, int_range, output_file, positive_int
 
@@ -56,6 +57,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                 "or the source on the canvas, come back exactly)")
         if name == "expand":
             p.add_argument("--factor", type=int_range(2), default=2, help="upsampling factor (default 2)")
+            p.add_argument("--method", default="dense", choices=list(EXPAND_METHODS),
+                           help="dense (default: one context at interpolated positions, a checkerboard of the "
+                                "upsampled codes known), interpolate, source-lattice, windows (see arpg.editing.expand)")
         if name in ("outpaint", "expand"):
             p.add_argument("--stride", type=positive_int, default=None,
                            help="window stride in cells, at most the model's grid (default: half a window)")
@@ -93,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
                              keep_pixels=not args.decode_all, force=args.force, progress=True, **kw)
     else:
         res = expand_image(model, tok, args.image, args.label, factor=args.factor, num=args.num,
-                           stride=args.stride, force=args.force, progress=True, **kw)
+                           method=args.method, stride=args.stride, force=args.force, progress=True, **kw)
     seconds = time.perf_counter() - t0
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

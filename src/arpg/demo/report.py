@@ -18,7 +18,8 @@ import torch
 
 from ..weights_io import load_model
 from ..data.animal_mnist import CLASS_NAMES, load_split, padded
-from ..editing.images import edit_image, expand_image, inpaint_image, outpaint_image
+from ..editing.expand import expand_image
+from ..editing.images import edit_image, inpaint_image, outpaint_image
 from ..sampling import generate, recommended_sampling
 from ..util.images import make_grid, make_strip, to_pil, to_uint8
 from ..vq import load_tokenizer
