@@ -65,8 +65,15 @@ def sweep(model, tok, clf, per_class: int, log) -> tuple[dict, list[dict]]:
         for temp in (0.5, 0.65):
             more.append(dict(order=best_order, cfg_scale=cfg, temperature=temp))
     more += [dict(order=best_order, temperature=0.65, temperature_schedule="anneal", temperature_end=0.4),
-             dict(order=best_order, guidance_interval=(0.0, 0.8)),
-             dict(order=best_order, refine_rounds=1, refine_fraction=0.2)]
+             dict(order=best_order, guidance_interval=(0.0, 0.8))]
+    # Refinement combined with each order and with the temperature options.
+    for o in ("random", "halton", "locality"):
+        for f in (0.2, 0.35):
+            more.append(dict(order=o, refine_rounds=1, refine_fraction=f))
+    more += [dict(order="halton", refine_rounds=1, refine_fraction=0.2, temperature=0.5),
+             dict(order="halton", refine_rounds=1, refine_fraction=0.2, temperature_schedule="anneal",
+                  temperature_end=0.4),
+             dict(order="locality", refine_rounds=1, refine_fraction=0.2, temperature=0.5)]
     rows += generation_table(model, tok, clf, [dict(steps=16, **c) for c in more], per_class=per_class,
                              seed=SWEEP_SEED, log=log)
     today64 = generation_table(model, tok, clf, [dict(steps=64)], per_class=per_class, seed=SWEEP_SEED, log=log)[0]
@@ -191,6 +198,8 @@ def main() -> None:
     if "table" in parts:
         res["table"] = table(model, tok, clf, res.get("fast", {}), 5 if args.quick else 100,
                              (4, 8) if args.quick else STEPS, log)
+        _plot(res["table"], out_path.with_suffix(".png"))
+    if "plot" in parts and "table" in res:
         _plot(res["table"], out_path.with_suffix(".png"))
     if "expand" in parts:
         res["expansion"], strips = expansion(model, tok, clf, 12 if args.quick else 200, log)

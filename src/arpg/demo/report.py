@@ -111,7 +111,8 @@ def _run_demo(out: str | Path, *, samples_per_class: int = 8, steps: int | None 
         "inpaint": "Inpainting the centre: source, known cells (grey = regenerated), result — same class.",
         "edit": "Class edit: the top half regenerated under class (label + 5) mod 10.",
         "outpaint": f"Outpainting to a {size}x{2 * size} canvas ({2 * g} cells wide) with sliding {g}x{g} windows.",
-        "expand": "Resolution expansion 2x: bicubic upsample, then every cell off a stride-2 lattice regenerated.",
+        "expand": "Resolution expansion 2x (method 'dense'): bicubic upsample, a checkerboard of its codes kept, the "
+                  "rest decoded in one context at interpolated positions.",
     }
     for k, strips in rows.items():
         w = max(s.shape[1] for s in strips)

@@ -145,8 +145,11 @@ def sample_for_eval(model, tok, recipe: Recipe, out: str | Path, *, batch_size: 
     todo = [k for k in chunks if not _done(folder, k * batch_size, min(n, (k + 1) * batch_size))]
     t0 = time.perf_counter()
     gen = torch.Generator(device=device)
-    bar = tqdm(total=len(chunks) * batch_size, initial=(len(chunks) - len(todo)) * batch_size, unit="img",
-               desc=f"sample-fid rank {rank}", disable=not progress)
+    def size(k: int) -> int:
+        return min(n, (k + 1) * batch_size) - k * batch_size
+
+    bar = tqdm(total=sum(size(k) for k in chunks), initial=sum(size(k) for k in chunks if k not in todo),
+               unit="img", desc=f"sample-fid rank {rank}", disable=not progress)
     for k in todo:
         start, stop = k * batch_size, min(n, (k + 1) * batch_size)
         gen.manual_seed(chunk_seed(recipe.seed, k))

@@ -139,7 +139,9 @@ def generate(
         temperature, top_k, top_p: applied to the guided logits before sampling.
         order: ``"random"`` (one permutation per sample), ``"shared-random"`` (one for the batch, as
             published), ``"raster"``, ``"alternate"``, ``"z-curve"``, ``"spiral-in"``, ``"spiral-out"``,
-            or an explicit permutation [n] / [B, n]. With prefilled cells, unknown cells are decoded in the
+            the per-sample orders that spread each step's cells ``"halton"``, ``"locality"`` (built for the
+            step sizes), ``"farthest-first"`` (:mod:`arpg.sampling.spread_orders`), or an explicit
+            permutation [n] / [B, n]. With prefilled cells, unknown cells are decoded in the
             order's sequence and known cells are fed in it too.
         attention: ``"block"`` (tokens fed in one step see each other, as published) or ``"causal"``.
         generator: a ``torch.Generator`` on the model's device for reproducible sampling.
