@@ -105,8 +105,9 @@ def test_image_tasks_keep_known_cells(model, tok):
     assert torch.equal(e["codes"][0][e["known"]], src[e["known"]])
     o = outpaint_image(model, tok, img, canvas=(6 * f, 9 * f), offset=(f, 2 * f), label=1, steps=2, generator=_gen(4))
     assert o["codes"].shape == (1, 6, 9) and torch.equal(o["codes"][0, 1:5, 2:6], src)
-    x = expand_image(model, tok, img, label=1, steps=2, generator=_gen(5))
-    assert x["codes"].shape == (1, 8, 8) and int(x["known"].sum()) == 16
+    x = expand_image(model, tok, img, label=1, steps=2, method="windows", generator=_gen(5))
+    assert x["codes"].shape == (1, 8, 8) and int(x["known"].sum()) == 16  # the stride-2 lattice
+    assert int(expand_image(model, tok, img, label=1, steps=2, generator=_gen(5))["known"].sum()) == 32  # dense
 
 
 @pytest.mark.parametrize("call,msg", [
