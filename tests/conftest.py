@@ -57,3 +57,23 @@ def tiny_weights(tmp_path_factory):
     mask[4:12, 4:12] = 255
     Image.fromarray(mask).save(d / "mask.png")
     return d
+
+
+@pytest.fixture(scope="module")
+def editing_tok():
+    """VQ-tiny (3 channels, 4x downsampling) with fixed random weights, for the editing tests."""
+    from arpg.vq import VQTokenizer
+
+    torch.manual_seed(0)
+    return VQTokenizer.from_preset("VQ-tiny").eval()
+
+
+@pytest.fixture
+def editing_model(editing_tok):
+    """ARPG-tiny on a 4x4 grid matching :func:`editing_tok`'s codebook (head with real weights)."""
+    from arpg import ARPG
+
+    torch.manual_seed(1)
+    m = ARPG.from_preset("ARPG-tiny", vocab_size=editing_tok.codebook_size, grid_size=4)
+    torch.nn.init.normal_(m.head.weight, std=0.5)
+    return m.eval()

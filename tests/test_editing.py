@@ -2,25 +2,20 @@ import numpy as np
 import pytest
 import torch
 
-from arpg import ARPG, ARPGError
+from arpg import ARPGError
 from arpg.editing import box_mask, cell_mask, fill_canvas, inpaint, load_mask, plan_windows
 from arpg.editing.expand import expand_image
 from arpg.editing.images import edit_image, inpaint_image, outpaint_image
-from arpg.vq import VQTokenizer
-
-
-@pytest.fixture(scope="module")
-def tok():
-    torch.manual_seed(0)
-    return VQTokenizer.from_preset("VQ-tiny").eval()
 
 
 @pytest.fixture
-def model(tok):
-    torch.manual_seed(1)
-    m = ARPG.from_preset("ARPG-tiny", vocab_size=tok.codebook_size, grid_size=4)
-    torch.nn.init.normal_(m.head.weight, std=0.5)
-    return m.eval()
+def tok(editing_tok):
+    return editing_tok
+
+
+@pytest.fixture
+def model(editing_model):
+    return editing_model
 
 
 def _gen(s):

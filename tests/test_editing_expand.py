@@ -5,32 +5,18 @@ import numpy as np
 import pytest
 import torch
 
-from arpg import ARPG, ARPGError
+from arpg import ARPGError
 from arpg.editing.expand import EXPAND_METHODS, expand_image, interpolated_view
 from arpg.editing.images import _encode
 from arpg.rope import build_rope_table
-from arpg.vq import VQTokenizer
-
-
-@pytest.fixture(scope="module")
-def tok():
-    torch.manual_seed(0)
-    return VQTokenizer.from_preset("VQ-tiny").eval()
-
-
-@pytest.fixture
-def model(tok):
-    torch.manual_seed(1)
-    m = ARPG.from_preset("ARPG-tiny", vocab_size=tok.codebook_size, grid_size=4)
-    torch.nn.init.normal_(m.head.weight, std=0.5)
-    return m.eval()
 
 
 def _image(size, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
 
 
-def test_interpolated_view_shares_weights_and_interpolates_positions(model):
+def test_interpolated_view_shares_weights_and_interpolates_positions(editing_model):
+    model = editing_model
     view = interpolated_view(model, 8)
     assert view.head.weight is model.head.weight and view.config.grid_size == 8 and model.config.grid_size == 4
     assert model.rope.shape[0] == 1 + 16 and view.rope.shape[0] == 1 + 64  # the model's own table is untouched
@@ -42,7 +28,8 @@ def test_interpolated_view_shares_weights_and_interpolates_positions(model):
 
 
 @pytest.mark.parametrize("method", EXPAND_METHODS)
-def test_expansion_keeps_every_known_cell(model, tok, method):
+def test_expansion_keeps_every_known_cell(editing_model, editing_tok, method):
+    model, tok = editing_model, editing_tok
     img = _image(16)
     r = expand_image(model, tok, img, label=2, factor=2, num=2, method=method, generator=torch.Generator().manual_seed(3))
     codes, known = r["codes"], r["known"]
@@ -56,13 +43,15 @@ def test_expansion_keeps_every_known_cell(model, tok, method):
     assert known.float().mean() == (0.5 if method == "dense" else 0.25)
 
 
-def test_same_generator_same_expansion(model, tok):
+def test_same_generator_same_expansion(editing_model, editing_tok):
+    model, tok = editing_model, editing_tok
     a = expand_image(model, tok, _image(16), label=1, generator=torch.Generator().manual_seed(5))["codes"]
     b = expand_image(model, tok, _image(16), label=1, generator=torch.Generator().manual_seed(5))["codes"]
     assert torch.equal(a, b)
 
 
-def test_one_context_methods_need_a_source_of_the_models_grid(model, tok):
+def test_one_context_methods_need_a_source_of_the_models_grid(editing_model, editing_tok):
+    model, tok = editing_model, editing_tok
     with pytest.raises(ARPGError, match="needs a source of the model's grid"):
         expand_image(model, tok, _image(8), label=1, method="dense")
     expand_image(model, tok, _image(16)[:, :16], label=1, method="windows")  # windows take any size
