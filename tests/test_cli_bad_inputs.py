@@ -140,6 +140,7 @@ CASES: dict[str, list[tuple[list[str], str]]] = {
         (["--refine-rounds", "-1"], "must be >= 0"),
         (["--refine-fraction", "1"], "must be < 1.0"),
         (["--temperature-schedule", "bogus"], "invalid choice"),
+        (["--token-draw", "bogus"], "invalid choice"),
         (["--temperature-schedule", "anneal"], "temperature_end must be a finite number > 0"),
         (["--order", "halton", "--steps", "0"], "must be >= 1"),
         (["--out", "FILE"], "is a file, not a folder"),

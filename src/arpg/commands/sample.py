@@ -15,7 +15,7 @@ from ..weights_io import load_model
 from ..demo.assets import demo_paths
 from ..errors import ARPGError
 from ..model import ATTENTION_MODES
-from ..sampling.guidance import CFG_SCHEDULES
+from ..sampling.guidance import CFG_SCHEDULES, TOKEN_DRAWS
 from ..sampling.orders import ORDERS
 from ..sampling.sampler import generate, resolve_sampling
 from ..sampling.settings import TEMPERATURE_SCHEDULES, SamplingConfig
@@ -48,6 +48,8 @@ def add_sampling_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--temperature-end", type=positive_float, default=None)
     g.add_argument("--refine-rounds", type=nonneg_int, default=None,
                    help="re-predict the least confident cells this many times after the last step")
+    g.add_argument("--token-draw", default=None, choices=list(TOKEN_DRAWS),
+                   help="multinomial (published) or inverse-cdf (same distribution, one uniform per token)")
     g.add_argument("--refine-fraction", type=float_range(0.0, 1.0, lo_open=True, hi_open=True), default=None,
                    help="share of the decoded cells each refinement round re-predicts (default 0.1)")
     g.add_argument("--seed", type=seed_int, default=0)

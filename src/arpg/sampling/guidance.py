@@ -47,15 +47,31 @@ def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float |
     return logits
 
 
+TOKEN_DRAWS = ("multinomial", "inverse-cdf")
+
+
+def draw_inverse_cdf(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One index per row of ``probs`` [N, V] with probability ``probs`` (exactly the distribution of
+    ``torch.multinomial``): one uniform per row, located in the row's cumulative sums. It draws N random
+    numbers where multinomial draws N x V, and reads nothing back to the host."""
+    cdf = probs.cumsum(dim=-1)
+    u = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device, dtype=cdf.dtype) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u, right=True).clamp_max(probs.shape[-1] - 1)
+
+
 def sample_tokens(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
                   top_p: float | None = None, generator: torch.Generator | None = None,
-                  return_probs: bool = False):
+                  return_probs: bool = False, draw: str = "multinomial"):
     """Sample one token per row of ``logits`` [..., V]; returns LongTensor [...] (and, with
-    ``return_probs``, the probability each drawn token had: the sampler's confidence)."""
+    ``return_probs``, the probability each drawn token had: the sampler's confidence). ``draw``:
+    ``"multinomial"`` (the published draw) or ``"inverse-cdf"`` (same distribution, one uniform per token)."""
     logits = filter_logits(logits.float() / temperature, top_k, top_p)
     probs = logits.softmax(dim=-1)
     flat = probs.reshape(-1, probs.shape[-1])
-    tokens = torch.multinomial(flat, 1, generator=generator)
+    if draw == "inverse-cdf":
+        tokens = draw_inverse_cdf(flat, generator)
+    else:
+        tokens = torch.multinomial(flat, 1, generator=generator)
     if not return_probs:
         return tokens.view(probs.shape[:-1])
     return tokens.view(probs.shape[:-1]), flat.gather(1, tokens).view(probs.shape[:-1])

@@ -116,6 +116,7 @@ def generate(
     temperature_end: float | None = None,
     refine_rounds: int | None = None,
     refine_fraction: float | None = None,
+    token_draw: str | None = None,
     known_codes: torch.Tensor | None = None,
     known_mask: torch.Tensor | None = None,
     dtype: torch.dtype | None = None,
@@ -153,6 +154,8 @@ def generate(
         refine_rounds, refine_fraction: after the last step, re-predict the least confident
             ``refine_fraction`` of the decoded cells, ``refine_rounds`` times, each in one step with every
             other cell known (prefilled). Known cells never change.
+        token_draw: ``"multinomial"`` (the published draw, default) or ``"inverse-cdf"``: the same
+            distribution from one uniform number per token instead of one per vocabulary entry.
         known_codes, known_mask: prefilled cells, LongTensor / BoolTensor [B, n] (raster order).
         dtype: autocast dtype (``torch.bfloat16`` recommended on GPU); None = the model's dtype. A model
             converted once with ``model.to(torch.bfloat16)`` needs no autocast and is faster on a CPU
@@ -174,7 +177,7 @@ def generate(
                           step_schedule=step_schedule, temperature=temperature, top_k=top_k, top_p=top_p,
                           order=named_order, attention=attention, guidance_interval=guidance_interval,
                           temperature_schedule=temperature_schedule, temperature_end=temperature_end,
-                          refine_rounds=refine_rounds, refine_fraction=refine_fraction)
+                          refine_rounds=refine_rounds, refine_fraction=refine_fraction, token_draw=token_draw)
     sc.validate(cfg.n_cells if known_mask is None and known_codes is None else None)
     if order is None or named_order is not None:
         order = sc.order
@@ -274,7 +277,8 @@ def _decode_group(model: ARPG, labels: torch.Tensor, orders: torch.Tensor, known
             logits = apply_guidance(logits[:B], logits[B:], w)
         else:  # outside the guidance interval: the conditional rows only
             logits = model.query(cells, cache.rows(B) if doubled_rows else cache)
-        tokens, probs = sample_tokens(logits, temperature, sc.top_k, sc.top_p, generator, return_probs=True)
+        tokens, probs = sample_tokens(logits, temperature, sc.top_k, sc.top_p, generator, return_probs=True,
+                                      draw=sc.token_draw)
         codes.scatter_(1, cells, tokens)
         confidence.scatter_(1, cells, probs.to(confidence.dtype))
         if i < len(counts) - 1:  # the final step's tokens are never needed by Pass 1

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 
 from ..errors import ARPGError
 from ..model import ATTENTION_MODES
-from .guidance import CFG_SCHEDULES
+from .guidance import CFG_SCHEDULES, TOKEN_DRAWS
 from .orders import ORDERS
 from .schedules import SCHEDULES as STEP_SCHEDULES
 
@@ -45,6 +45,9 @@ class SamplingConfig:
     # each round in one step with every other cell known.
     refine_rounds: int = 0
     refine_fraction: float = 0.1
+    # How a token is drawn from its probabilities: "multinomial" (published) or "inverse-cdf" (the same
+    # distribution from one uniform per token; faster where multinomial's per-entry randomness dominates).
+    token_draw: str = "multinomial"
 
     def __post_init__(self) -> None:
         if isinstance(self.step_schedule, (list, tuple)):  # hashable, and equal however it was given
@@ -121,6 +124,8 @@ class SamplingConfig:
             bad("refine_rounds", "an integer >= 0", self.refine_rounds)
         if not isinstance(self.refine_fraction, (int, float)) or not 0 < self.refine_fraction < 1:
             bad("refine_fraction", "in (0, 1)", self.refine_fraction)
+        if self.token_draw not in TOKEN_DRAWS:
+            bad("token_draw", f"one of {', '.join(TOKEN_DRAWS)}", self.token_draw)
         if not isinstance(self.order, str) or self.order not in ORDERS:
             bad("order", f"one of {', '.join(ORDERS)}", self.order)
         if self.attention not in ATTENTION_MODES:
