@@ -5,14 +5,14 @@ so that results do not depend on the number of processes):
 
 1. lr from the warm-up + cosine schedule of the step;
 2. for each accumulation micro-step: read the rank's slice of the global batch from the memory-mapped
-   codes, forward under autocast (bf16 where asked and supported), cross-entropy over every cell in the
-   sample's random order, backward (gradient sync only on the last micro-step);
+   codes, the model's forward with ``return_loss=True`` under autocast (bf16 where asked and supported):
+   cross-entropy over every cell in the sample's random order; backward (gradient sync only on the last
+   micro-step);
 3. clip the gradient norm (1.0), check the loss and the norm are finite, AdamW step, EMA update;
 4. log / checkpoint / sample on their intervals.
 
-Class dropout is done here, not inside the model: the trainer's model copy is built with
-``class_dropout=0`` and the stream replaces labels by the null class from a hash of the sample's
-position (exact across world sizes and resumes). Checkpoints and exported weights carry the real config.
+Class dropout is the model's (``ARPG.forward(..., drop_labels=...)``); the stream only chooses which labels
+drop, from a hash of the sample's position, so the choice is exact across world sizes and resumes.
 """
 
 from __future__ import annotations
