@@ -142,7 +142,9 @@ def throughput(device, presets, batches, steps_list, budget_s: float, lines: lis
                     lines.append(f"| {preset} | {batch} | {steps} | {name} | {batch / sec:.1f} | {mem:.2f} | "
                                  f"{base / sec:.2f}x |")
                     print(lines[-1], flush=True)
-        del model
+        model = None  # free the weights before the next shape
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
 
 
 def main() -> int:
