@@ -195,3 +195,13 @@ def test_missing_local_files_are_not_mistaken_for_repositories(tmp_path):
     with pytest.raises(ARPGError, match="checkpoint not found"):
         load_model("runs/final.safetensors")
     assert not hub.looks_like_repo("runs/final.safetensors") and hub.looks_like_repo("owner/repo")
+    (tmp_path / "runs").mkdir()
+    assert not hub.looks_like_repo(str(tmp_path / "runs" / "final"))  # an absolute path has more parts anyway
+    import os
+
+    cwd = os.getcwd()
+    try:
+        os.chdir(tmp_path)
+        assert not hub.looks_like_repo("runs/final")  # under an existing local folder: a local path
+    finally:
+        os.chdir(cwd)

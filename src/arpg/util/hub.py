@@ -66,8 +66,9 @@ FILE_SUFFIXES = (".pt", ".pth", ".safetensors", ".bin", ".ckpt", ".npz", ".npy",
 def looks_like_repo(text: str) -> bool:
     """``owner/repo`` that is not a local path (nor a missing weights file like ``runs/final.pt``)."""
     parts = str(text).split("/")
-    return (len(parts) == 2 and all(parts) and not Path(text).exists() and not str(text).startswith((".", "~"))
-            and not str(text).lower().endswith(FILE_SUFFIXES))
+    # A missing "runs/final" under an existing local folder "runs" is a local path, not a repository.
+    return (len(parts) == 2 and all(parts) and not Path(text).exists() and not Path(parts[0]).exists()
+            and not str(text).startswith((".", "~")) and not str(text).lower().endswith(FILE_SUFFIXES))
 
 
 def _offline() -> bool:
