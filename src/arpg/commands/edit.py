@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..errors import ARPGError
 from .sample import add_sampling_args, load_pair, sampling_config
 from ..editing import edit_image, expand_image, inpaint_image, outpaint_image
-from ..util.images import to_pil
 from ..editing.canvas import MAX_CANVAS_FACTOR
 from ..editing.expand import EXPAND_METHODS
+from ..editing.save import save_edit
 from ..util.devices import parse_dtype, pick_device
 from ._common import IMAGE_SUFFIXES, input_file, int_range, output_file, positive_int
 
@@ -99,21 +97,11 @@ def run(args: argparse.Namespace) -> int:
         res = expand_image(model, tok, args.image, args.label, factor=args.factor, num=args.num,
                            method=args.method, stride=args.stride, force=args.force, progress=True, **kw)
     seconds = time.perf_counter() - t0
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    written = []
-    for i, img in enumerate(res["images"]):
-        path = out if i == 0 else out.with_name(f"{out.stem}_{i}{out.suffix}")
-        to_pil(img).save(path)
-        written.append(str(path))
-        if args.save_codes:
-            np.save(path.with_suffix(".codes.npy"), res["codes"][i].cpu().numpy())
-    meta = dict(task=args.task, image=str(args.image), label=args.label, seed=args.seed, dtype=args.dtype,
-                seconds=round(seconds, 3), outputs=written,
-                known_cells=int(res["known"].sum()), total_cells=int(res["known"].numel()),
-                keep_pixels=args.task != "expand" and not args.decode_all, sampling=sampling.to_dict(),
-                steps_note="a hole or window with fewer unknown cells than steps takes one step per cell")
-    out.with_suffix(".json").write_text(json.dumps(meta, indent=2, default=str))
-    print(f"wrote {', '.join(written)} ({seconds:.2f} s, {meta['total_cells'] - meta['known_cells']} of "
+    meta = save_edit(res, Path(args.out), save_codes=args.save_codes, record=dict(
+        task=args.task, image=str(args.image), label=args.label, seed=args.seed, dtype=args.dtype,
+        seconds=round(seconds, 3), keep_pixels=args.task != "expand" and not args.decode_all,
+        sampling=sampling.to_dict(),
+        steps_note="a hole or window with fewer unknown cells than steps takes one step per cell"))
+    print(f"wrote {', '.join(meta['outputs'])} ({seconds:.2f} s, {meta['total_cells'] - meta['known_cells']} of "
           f"{meta['total_cells']} cells generated)")
     return 0

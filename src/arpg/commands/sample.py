@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
-import re
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..weights_io import load_model
@@ -17,10 +13,10 @@ from ..errors import ARPGError
 from ..model import ATTENTION_MODES
 from ..sampling.guidance import CFG_SCHEDULES, TOKEN_DRAWS
 from ..sampling.orders import ORDERS
-from ..sampling.sampler import generate, resolve_sampling
+from ..sampling.sample_folder import prepare_sample_folder, write_sample
+from ..sampling.sampler import resolve_sampling
 from ..sampling.settings import TEMPERATURE_SCHEDULES, SamplingConfig
-from ..util.devices import parse_dtype, pick_device
-from ..util.images import make_grid, save_images, to_pil, to_uint8
+from ..util.devices import pick_device
 from ..vq import load_tokenizer
 from ._common import (add_device_args, finite_float, float_range, nonneg_int, output_dir, positive_float, positive_int,
                       probability, seed_int)
@@ -105,30 +101,6 @@ def parse_labels(text: str | None, num: int, num_classes: int) -> torch.Tensor:
     return torch.tensor([base[i % len(base)] for i in range(n)])
 
 
-def prepare_sample_folder(out: Path) -> list[Path]:
-    """Check that ``out`` may receive a sample, and return the files of a previous ``arpg sample`` run in it.
-
-    ``out`` must be missing, empty, or a folder this command wrote before (it holds ``sample.json``); then the
-    previous run's images, grid, codes and record are removed once the new sample is written, so stale
-    PNGs never sit beside a new ``sample.json``. Any other non-empty folder is refused.
-    """
-    if not out.exists() or not any(out.iterdir()):
-        return []
-    record = out / "sample.json"
-    if not record.is_file():
-        raise ARPGError(f"--out {out} is not empty and holds no sample.json from an earlier arpg sample; "
-                        "choose an empty or new folder")
-    try:
-        files = json.loads(record.read_text()).get("files")
-    except (OSError, ValueError, AttributeError):
-        files = None
-    if isinstance(files, list):
-        old = [out / Path(str(f)).name for f in files]
-    else:  # a record from before files were listed: its images are the numbered PNGs
-        old = [p for p in out.iterdir() if re.fullmatch(r"\d{6}\.png", p.name)]
-    return [p for p in old + [out / "grid.png", out / "codes.npy", record] if p.is_file()]
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="generate class-conditional images (PNGs + a grid)")
     p.add_argument("--model", default=None, help="ARPG checkpoint (default: the shipped demo model)")
@@ -144,32 +116,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-
     out = Path(args.out)
     stale = prepare_sample_folder(out)
     device = pick_device(args.device)
-    dtype = parse_dtype(args.dtype)
     model, tok = load_pair(args.model, args.tokenizer, device)
     labels = parse_labels(args.labels, args.num, model.config.num_classes).to(device)
     sampling = sampling_config(args, model)
-    gen = torch.Generator(device=device).manual_seed(args.seed)
-    t0 = time.perf_counter()
-    codes = generate(model, labels, sampling=sampling, generator=gen, dtype=dtype, batch_size=args.batch_size,
-                     progress=True)
-    t_gen = time.perf_counter() - t0
-    with torch.no_grad():
-        images = to_uint8(tok.decode(codes, grid=(model.config.grid_size,) * 2, batch_size=args.batch_size))
-    for p in stale:
-        p.unlink()
-    written = save_images(images, out)
-    ncol = min(len(images), 10)
-    to_pil(make_grid(images, ncol=ncol), scale=max(1, 256 // images.shape[1] // 2)).save(out / "grid.png")
-    if args.save_codes:
-        np.save(out / "codes.npy", codes.cpu().numpy())
-    meta = dict(labels=labels.tolist(), seed=args.seed, dtype=args.dtype, model=args.model or "shipped demo",
-                tokenizer=args.tokenizer or "shipped demo", seconds=round(t_gen, 3), sampling=sampling.to_dict(),
-                files=[p.name for p in written])
-    (out / "sample.json").write_text(json.dumps(meta, indent=2))
-    print(f"wrote {len(images)} images and grid.png to {out} ({t_gen:.2f} s sampling, "
-          f"{len(images) / t_gen:.1f} img/s)")
+    meta = write_sample(model, tok, labels, sampling, out, stale=stale, seed=args.seed, dtype_name=args.dtype,
+                        batch_size=args.batch_size, save_codes=args.save_codes,
+                        record=dict(model=args.model or "shipped demo", tokenizer=args.tokenizer or "shipped demo"))
+    n, t = len(meta["files"]), meta["seconds"]
+    print(f"wrote {n} images and grid.png to {out} ({t:.2f} s sampling, {n / max(t, 1e-9):.1f} img/s)")
     return 0
