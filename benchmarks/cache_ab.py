@@ -27,9 +27,11 @@ import torch
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent / "src"))
+sys.path.insert(0, str(ROOT))
 
 import arpg  # noqa: E402
 from arpg.sampling.reference import reference_generate  # noqa: E402
+from _timing import interleaved_times  # noqa: E402
 
 
 def main() -> None:
@@ -73,12 +75,7 @@ def main() -> None:
 
         variants["preallocated, bf16 weights"] = ours_bf16_weights
         agree = f" bf16 weights vs autocast: {(ours_bf16_weights() == a).float().mean():.1%} of tokens equal."
-    times = {name: [] for name in variants}
-    for _ in range(args.repeats):
-        for name, fn in variants.items():
-            t = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t)
+    times = interleaved_times(variants, args.repeats)
     base = statistics.median(times["concatenating (reference)"])
     lines = ["# Cache A/B (warm, interleaved)", "",
              f"`python benchmarks/cache_ab.py --preset {args.preset} --batch {args.batch} --steps {args.steps} "

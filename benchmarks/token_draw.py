@@ -13,16 +13,17 @@ import argparse
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent / "src"))
+sys.path.insert(0, str(ROOT))
 
 import arpg  # noqa: E402
 from arpg.sampling.reference import reference_generate  # noqa: E402
+from _timing import interleaved_times  # noqa: E402
 
 SHAPES = {"dim512-8L": dict(preset="ARPG-S", dim=512, n_layer=8, n_head=8), "ARPG-L": dict(preset="ARPG-L")}
 
@@ -56,14 +57,9 @@ def main() -> None:
                 model, labels, steps=args.steps, cfg_scale=args.cfg, order=order, token_draw="inverse-cdf",
                 generator=torch.Generator().manual_seed(0)),
         }
-        times = {k: [] for k in variants}
         for f in variants.values():
-            f()
-        for _ in range(args.repeats):
-            for k, f in variants.items():
-                t = time.perf_counter()
-                f()
-                times[k].append(time.perf_counter() - t)
+            f()  # warm-up
+        times = interleaved_times(variants, args.repeats)
         base = statistics.median(times["published structure (concat cache, multinomial)"])
         for k, ts in times.items():
             med = statistics.median(ts)

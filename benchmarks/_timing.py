@@ -1,0 +1,18 @@
+"""Shared timing helper of the benchmark scripts: warm, interleaved A/B rounds."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+
+def interleaved_times(variants: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
+    """Seconds of each variant over ``repeats`` rounds, each round timing every variant once in turn (so a
+    slow phase of a shared machine hits all of them alike)."""
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, fn in variants.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    return times
