@@ -55,7 +55,8 @@ def main() -> None:
 
     def ours():
         return arpg.generate(model, labels, steps=args.steps, cfg_scale=4.0, order=order,
-                             generator=torch.Generator().manual_seed(0), dtype=torch.bfloat16 if bf16 else None)
+                             generator=torch.Generator().manual_seed(0), dtype=torch.bfloat16 if bf16 else None,
+                             autocast=True)
 
     def concat():
         with autocast():

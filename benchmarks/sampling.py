@@ -98,10 +98,11 @@ def run_case(args: argparse.Namespace) -> dict:
     def call():
         g.manual_seed(0)
         if args.sampler == "arpg":
-            return arpg.generate(model, labels, steps=args.steps, cfg_scale=4.0, generator=g, dtype=dtype)
+            return arpg.generate(model, labels, steps=args.steps, cfg_scale=4.0, generator=g, dtype=dtype,
+                                 autocast=True)  # like the reference below
         if args.sampler == "raster":
             return arpg.generate(model, labels, step_schedule=[1] * n, order="raster", cfg_scale=4.0,
-                                 generator=g, dtype=dtype)
+                                 generator=g, dtype=dtype, autocast=True)
         order = torch.randperm(n, generator=g, device=device)
         with torch.autocast(device_type=torch.device(device).type, dtype=dtype, enabled=autocast):
             return reference_generate(model, labels, order, steps=args.steps, cfg_scale=4.0, generator=g)

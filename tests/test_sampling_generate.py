@@ -217,3 +217,26 @@ def test_memory_check_refuses_a_batch_that_cannot_fit(tiny_model, monkeypatch):
     with pytest.raises(ARPGError, match="use a batch size of at most"):
         generate(tiny_model, torch.arange(4000) % 10, generator=_gen(0), steps=8)
     generate(tiny_model, torch.arange(4) % 10, generator=_gen(0), steps=8)  # a small one still runs
+
+
+def test_low_precision_generation_converts_the_weights_once(tiny_model):
+    """dtype=bf16 on a float32 model runs a bf16 copy of the parameters (made once, refreshed when a weight
+    changes), with the same draws as a model converted by hand; the model's own state is untouched."""
+    from arpg.sampling.sampler import cast_weights
+
+    keys = list(tiny_model.state_dict())
+    a = generate(tiny_model, [1, 2], steps=8, cfg_scale=2.0, dtype=torch.bfloat16, generator=_gen(3))
+    twin = cast_weights(tiny_model, torch.bfloat16)
+    assert cast_weights(tiny_model, torch.bfloat16) is twin  # cached
+    assert twin.head.weight.dtype == torch.bfloat16 and twin.rope.dtype == torch.float32
+    assert tiny_model.head.weight.dtype == torch.float32 and list(tiny_model.state_dict()) == keys
+    import copy
+
+    by_hand = copy.deepcopy(tiny_model)
+    by_hand.__dict__.pop("_cast_weights", None)
+    for p in by_hand.parameters():
+        p.data = p.data.to(torch.bfloat16)
+    assert torch.equal(a, generate(by_hand, [1, 2], steps=8, cfg_scale=2.0, generator=_gen(3)))
+    with torch.no_grad():
+        tiny_model.head.weight.mul_(1.5)  # training or editing the weights invalidates the copy
+    assert cast_weights(tiny_model, torch.bfloat16) is not twin

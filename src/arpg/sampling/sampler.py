@@ -15,6 +15,7 @@ returned unchanged.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 from typing import Any, Sequence
 
@@ -34,6 +35,23 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
     if dtype is None or dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def cast_weights(model: ARPG, dtype: torch.dtype) -> ARPG:
+    """A copy of ``model`` whose parameters are ``dtype`` (buffers such as the RoPE table stay float32), made
+    once and kept on the model until any parameter changes (moved, trained: in-place updates bump a
+    tensor's version). Low-precision weights need no autocast, which re-casts every weight on every call."""
+    key = (dtype, id(model), tuple((p.data_ptr(), p._version) for p in model.parameters()))
+    hit = model.__dict__.get("_cast_weights")
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    model.__dict__.pop("_cast_weights", None)  # never copy an old copy along
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in twin.parameters():
+            p.data = p.data.to(dtype)
+    model.__dict__["_cast_weights"] = (key, twin)  # a plain attribute: not a submodule, not in state_dict
+    return twin
 
 
 def available_memory(device: torch.device) -> int | None:
@@ -120,6 +138,7 @@ def generate(
     known_codes: torch.Tensor | None = None,
     known_mask: torch.Tensor | None = None,
     dtype: torch.dtype | None = None,
+    autocast: bool = False,
     batch_size: int | None = None,
     progress: bool = False,
 ) -> torch.Tensor:
@@ -157,15 +176,20 @@ def generate(
         token_draw: ``"multinomial"`` (the published draw, default) or ``"inverse-cdf"``: the same
             distribution from one uniform number per token instead of one per vocabulary entry.
         known_codes, known_mask: prefilled cells, LongTensor / BoolTensor [B, n] (raster order).
-        dtype: autocast dtype (``torch.bfloat16`` recommended on GPU); None = the model's dtype. A model
-            converted once with ``model.to(torch.bfloat16)`` needs no autocast and is faster on a CPU
-            (``benchmarks/cache_ab.py --dtype bf16`` measures it): autocast re-casts every weight per call.
+        dtype: compute dtype (``torch.bfloat16`` recommended on GPU); None = the model's dtype. A float32
+            model is run through a bf16 / fp16 copy of its parameters made once and kept on the model until
+            a parameter changes (:func:`cast_weights`; buffers stay float32), not under autocast, which
+            re-casts every weight on every call (``benchmarks/cache_ab.py --dtype bf16`` measures the two).
+        autocast: run a float32 model under ``torch.autocast(dtype)`` instead (the published sampler's way;
+            the benchmarks use it to compare like with like).
         batch_size: split larger requests into chunks of this size (progress bar when ``progress``).
     Returns:
         LongTensor [B, n] of codes in raster order, on the model's device.
     """
     cfg = model.config
     device = model.embeddings.weight.device
+    if dtype in (torch.bfloat16, torch.float16) and model.embeddings.weight.dtype == torch.float32 and not autocast:
+        model, dtype = cast_weights(model, dtype), None  # low-precision weights, converted once
     labels = torch.as_tensor(labels, dtype=torch.long, device=device)
     if labels.dim() != 1:
         raise ARPGError(f"labels must be a 1-D sequence of class ids, got shape {list(labels.shape)}")
