@@ -72,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
                               world_size=info.world_size, dtype=parse_dtype(args.dtype), progress=info.is_main,
                               barrier=lambda: barrier(info), num_samples=args.num_samples,
                               model_path=str(args.model or shipped.model),
-                              tokenizer_path=str(args.tokenizer or shipped.tokenizer), overwrite=args.overwrite)
+                              tokenizer_path=str(args.tokenizer or shipped.tokenizer), overwrite=args.overwrite,
+                              sources=(args.model or "shipped demo model", args.tokenizer or "shipped demo tokenizer"))
         if info.is_main:
             print(f"wrote {res['num_samples']} samples to {args.out}/samples.npz with recipe {recipe.name} "
                   f"(recipe.json beside it)")

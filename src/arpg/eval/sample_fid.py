@@ -111,9 +111,11 @@ def _done(folder: Path, start: int, stop: int) -> bool:
 def sample_for_eval(model, tok, recipe: Recipe, out: str | Path, *, batch_size: int = 32, rank: int = 0,
                     world_size: int = 1, dtype: torch.dtype | None = None, progress: bool = True,
                     barrier=lambda: None, num_samples: int | None = None, model_path: str | None = None,
-                    tokenizer_path: str | None = None, overwrite: bool = False) -> dict[str, Any]:
+                    tokenizer_path: str | None = None, overwrite: bool = False,
+                    sources: tuple[str, str] | None = None) -> dict[str, Any]:
     """Sample this rank's share of the recipe into ``out/samples/``; rank 0 packs ``out/samples.npz``.
 
+    ``sources``: how the record names the model and tokenizer (default: the paths; e.g. "shipped demo").
     ``model_path`` / ``tokenizer_path``: the files the model and tokenizer came from (hashed into the
     record, so a resume with other weights is refused)."""
     out = Path(out)
@@ -130,8 +132,9 @@ def sample_for_eval(model, tok, recipe: Recipe, out: str | Path, *, batch_size: 
     if num_samples is not None:
         labels = labels[:num_samples]
     n = len(labels)
+    model_name, tokenizer_name = sources or (model_path, tokenizer_path)
     record = dict(recipe=recipe.to_dict(), num_samples=n, batch_size=batch_size, dtype=str(dtype or "fp32"),
-                  model=model_path, model_sha256=file_sha256(model_path), tokenizer=tokenizer_path,
+                  model=model_name, model_sha256=file_sha256(model_path), tokenizer=tokenizer_name,
                   tokenizer_sha256=file_sha256(tokenizer_path), world_size=world_size,
                   seed_rule=f"chunk k of {batch_size} samples uses seed {recipe.seed} * {SEED_STRIDE} + k")
     if rank == 0:
