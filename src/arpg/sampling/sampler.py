@@ -224,11 +224,13 @@ def generate(
     model.eval()
 
     chunk = batch_size or B
-    unknown_max = n if known_mask is None else int((~known_mask).sum(dim=1).max())
-    if isinstance(sc.step_schedule, str) and unknown_max > 0:
-        widest = max(step_counts(unknown_max, min(sc.steps, unknown_max), sc.step_schedule))
+    if plan is not None:
+        widest = max(plan)
+    elif isinstance(sc.step_schedule, str):
+        unknown_max = int((~known_mask).sum(dim=1).max())
+        widest = max(step_counts(unknown_max, min(sc.steps, unknown_max), sc.step_schedule)) if unknown_max else 1
     else:
-        widest = max(sc.step_schedule) if known_mask is None else n
+        widest = n
     check_memory(model, min(chunk, B), sc.cfg_scale != 1.0, widest, dtype)
     starts = range(0, B, chunk)
     out = torch.empty(B, n, dtype=torch.long, device=device)
@@ -289,7 +291,8 @@ def _decode_group(model: ARPG, labels: torch.Tensor, orders: torch.Tensor, known
         cells = orders[:, :n_known]
         model.extend(doubled(codes.gather(1, cells)), doubled(cells), cache, "causal")
 
-    confidence = torch.ones(B, n, device=device)
+    track = return_confidence or sc.refine_rounds > 0  # confidences cost a gather and a scatter per step
+    confidence = torch.ones(B, n, device=device) if track else None
     pos, decoded = n_known, 0
     for i, c in enumerate(counts):
         cells = orders[:, pos:pos + c]
@@ -301,10 +304,12 @@ def _decode_group(model: ARPG, labels: torch.Tensor, orders: torch.Tensor, known
             logits = apply_guidance(logits[:B], logits[B:], w)
         else:  # outside the guidance interval: the conditional rows only
             logits = model.query(cells, cache.rows(B) if doubled_rows else cache)
-        tokens, probs = sample_tokens(logits, temperature, sc.top_k, sc.top_p, generator, return_probs=True,
-                                      draw=sc.token_draw)
+        drawn = sample_tokens(logits, temperature, sc.top_k, sc.top_p, generator, return_probs=track,
+                              draw=sc.token_draw)
+        tokens = drawn[0] if track else drawn
         codes.scatter_(1, cells, tokens)
-        confidence.scatter_(1, cells, probs.to(confidence.dtype))
+        if track:
+            confidence.scatter_(1, cells, drawn[1].to(confidence.dtype))
         if i < len(counts) - 1:  # the final step's tokens are never needed by Pass 1
             if doubled_rows and i >= last_guided:  # no guided step left: drop the unconditional half
                 cache, doubled_rows = cache.rows(B), False
