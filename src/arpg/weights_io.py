@@ -28,8 +28,8 @@ from .config import ARPG_PRESETS, ARPGConfig, get_preset
 from .errors import CheckpointError
 from .model import ARPG
 from .util.files import atomic_write, load_torch_file
-from .util.hub import looks_like_repo, published_name, resolve_file
-from .util.pretrained import is_pretrained_folder
+from .util.hub import resolve_file
+from .util.pretrained import names_pretrained
 from .util.state import load_state_strict
 
 STATE_KEYS = ("ema", "state_dict", "model", "module")  # order of preference when several are present
@@ -158,7 +158,7 @@ def load_model(path: str | os.PathLike, preset: str | None = None, *, device: st
     Architecture: ``preset`` (+ ``overrides``) if given, else the config stored in the file, else it is
     inferred from tensor shapes (head_dim 64, 16x16 grid unless ``overrides`` say otherwise).
     """
-    if is_pretrained_folder(path) or (looks_like_repo(str(path)) and published_name(str(path)) is None):
+    if names_pretrained(path):
         if preset is not None or overrides:
             raise CheckpointError(f"{path} is a saved model folder with its own config; drop the preset / overrides")
         model = ARPG.from_pretrained(path, device=device)

@@ -197,8 +197,3 @@ def input_file(text: str) -> Path:
     if not os.access(path, os.R_OK):
         raise argparse.ArgumentTypeError(f"{path} is not readable")
     return path
-
-
-def explicit(args: argparse.Namespace, name: str) -> bool:
-    """Whether the user typed ``--name`` (flags that mean 'not given' default to None)."""
-    return getattr(args, name, None) is not None

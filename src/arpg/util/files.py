@@ -62,10 +62,6 @@ def atomic_write(path: str | os.PathLike, write_fn) -> None:
         raise
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
-
-
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 

@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 
 from ..errors import CheckpointError
 from .files import atomic_write, atomic_write_text
-from .hub import HUB_HINT, HubError, resolve_folder
+from .hub import HUB_HINT, HubError, looks_like_repo, resolve_folder
 from .state import load_state_strict
 from .version import __version__
 
@@ -125,6 +125,12 @@ class PretrainedMixin:
 def is_pretrained_folder(path: str | os.PathLike) -> bool:
     p = Path(path)
     return p.is_dir() and (p / CONFIG_FILE).is_file() and (p / WEIGHTS_FILE).is_file()
+
+
+def names_pretrained(source: str | os.PathLike) -> bool:
+    """Whether ``source`` is a saved folder or a Hub repository ``OWNER/REPO`` (read with ``from_pretrained``)
+    rather than one weights file, a published name or an ``hf://`` file address."""
+    return is_pretrained_folder(source) or looks_like_repo(str(source))
 
 
 def _sampling_dict(settings: Any) -> dict[str, Any] | None:

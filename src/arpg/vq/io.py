@@ -16,8 +16,8 @@ import torch
 from ..util.state import load_state_strict
 from ..weights_io import read_checkpoint
 from ..util.files import atomic_write
-from ..util.hub import looks_like_repo, published_name, resolve_file
-from ..util.pretrained import is_pretrained_folder
+from ..util.hub import resolve_file
+from ..util.pretrained import names_pretrained
 from ..errors import CheckpointError
 from .config import VQ_PRESETS, VQConfig, get_vq_preset
 from .model import VQTokenizer
@@ -88,7 +88,7 @@ def load_tokenizer(path: str | os.PathLike, preset: str | None = None, *, device
     Architecture: ``preset`` (+ ``overrides``) if given, else the config stored in the file, else it is
     inferred from tensor shapes. Loading is strict: every tensor must match.
     """
-    if is_pretrained_folder(path) or (looks_like_repo(str(path)) and published_name(str(path)) is None):
+    if names_pretrained(path):
         if preset is not None or overrides:
             raise CheckpointError(f"{path} is a saved tokenizer folder with its own config; drop the preset / "
                                   "overrides")
