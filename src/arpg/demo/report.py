@@ -20,20 +20,13 @@ from ..weights_io import load_model
 from ..data.animal_mnist import CLASS_NAMES, load_split, padded
 from ..editing.expand import expand_image
 from ..editing.images import edit_image, inpaint_image, outpaint_image
+from ..editing.save import known_view
 from ..sampling import generate, recommended_sampling
 from ..util.images import make_grid, make_strip, to_pil, to_uint8
 from ..vq import load_tokenizer
 from .assets import demo_card, demo_paths
 
 SCALE = 3  # enlarge the 32x32 pictures in the report
-
-
-def _mask_view(img: np.ndarray, known: torch.Tensor, factor: int) -> np.ndarray:
-    """The source with unknown cells greyed out."""
-    cells = (~known).cpu().numpy().repeat(factor, 0).repeat(factor, 1)
-    out = img.copy()
-    out[cells[: img.shape[0], : img.shape[1]]] = 128
-    return out
 
 
 def run_demo(*args, **kwargs) -> dict[str, Any]:
@@ -89,13 +82,13 @@ def _run_demo(out: str | Path, *, samples_per_class: int = 8, steps: int | None 
         t = time.perf_counter()
         r = inpaint_image(model, tok, img, box=box, label=lab, generator=gen, **recipe)
         timings["inpaint"] += time.perf_counter() - t
-        rows["inpaint"].append(make_strip([img, _mask_view(img, r["known"], f), r["images"][0]]))
+        rows["inpaint"].append(make_strip([img, known_view(img, r["known"], f), r["images"][0]]))
 
         new = (lab + 5) % len(CLASS_NAMES)
         t = time.perf_counter()
         r = edit_image(model, tok, img, box=(0, 0, size, size // 2 + f), new_label=new, generator=gen, **recipe)
         timings["edit"] += time.perf_counter() - t
-        rows["edit"].append(make_strip([img, _mask_view(img, r["known"], f), r["images"][0]]))
+        rows["edit"].append(make_strip([img, known_view(img, r["known"], f), r["images"][0]]))
 
         t = time.perf_counter()
         r = outpaint_image(model, tok, img, canvas=(size, 2 * size), offset=(0, size // 2), label=lab,

@@ -27,8 +27,13 @@ from .canvas import check_canvas_size, fill_canvas
 from .masks import box_mask, cell_mask, load_mask
 
 
-def read_image(image: Any, channels: int) -> np.ndarray:
-    """uint8 [H, W, C] with the tokenizer's channel count, from a path / PIL image / array."""
+def read_image(image: Any, channels: int, fit: tuple[int, int] | None = None) -> np.ndarray:
+    """uint8 [H, W, C] with the tokenizer's channel count, from a path / PIL image / array.
+
+    The one conversion every front end uses (CLI, app, API). ``fit=(height, width)``: centre-crop to that
+    aspect ratio, then resize to it, area-averaging when shrinking (so an image enlarged by an integer factor
+    with nearest-neighbour comes back exactly) and bicubic when enlarging. Without ``fit`` the size is kept.
+    """
     if isinstance(image, (str, os.PathLike)):
         try:
             with Image.open(image) as im:
@@ -36,8 +41,24 @@ def read_image(image: Any, channels: int) -> np.ndarray:
                 image.load()
         except (OSError, ValueError) as e:
             raise ARPGError(f"cannot read image {image}: {e}") from None
-    x = from_uint8(image, channels=channels)  # validates dtype / layout
-    return to_uint8(x)[0]
+    x = to_uint8(from_uint8(image, channels=channels))[0]  # validates dtype / layout, converts channels
+    if fit is None:
+        return x
+    th, tw = fit
+    if th < 1 or tw < 1:
+        raise ARPGError(f"fit size must be positive, got {th}x{tw}")
+    H, W = x.shape[:2]
+    if H * tw > W * th:  # too tall for the target aspect: crop rows
+        ch, cw = max(1, round(W * th / tw)), W
+    else:
+        ch, cw = H, max(1, round(H * tw / th))
+    y0, x0 = (H - ch) // 2, (W - cw) // 2
+    crop = Image.fromarray(x[y0:y0 + ch, x0:x0 + cw].squeeze(-1) if channels == 1 else x[y0:y0 + ch, x0:x0 + cw])
+    if (ch, cw) != (th, tw):
+        shrink = ch >= th and cw >= tw
+        crop = crop.resize((tw, th), Image.Resampling.BOX if shrink else Image.Resampling.BICUBIC)
+    out = np.asarray(crop, dtype=np.uint8)
+    return out[..., None] if out.ndim == 2 else out
 
 
 def _check_label(model, label: int) -> None:

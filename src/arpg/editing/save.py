@@ -8,8 +8,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..util.images import to_pil
+
+
+def known_view(image: np.ndarray, known: torch.Tensor, factor: int) -> np.ndarray:
+    """What the model saw: ``image`` [H, W, C] uint8 with its unknown cells (``known`` [h, w] False) grey."""
+    cells = (~torch.as_tensor(known, dtype=torch.bool)).cpu().numpy().repeat(factor, 0).repeat(factor, 1)
+    out = image.copy()
+    out[cells[: image.shape[0], : image.shape[1]]] = 128
+    return out
 
 
 def save_edit(result: dict[str, Any], out: Path, *, save_codes: bool = False,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -141,6 +141,7 @@ def generate(
     autocast: bool = False,
     batch_size: int | None = None,
     progress: bool = False,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """Sample codes with randomized parallel decoding.
 
@@ -183,6 +184,9 @@ def generate(
         autocast: run a float32 model under ``torch.autocast(dtype)`` instead (the published sampler's way;
             the benchmarks use it to compare like with like).
         batch_size: split larger requests into chunks of this size (progress bar when ``progress``).
+        on_step: called as ``on_step(done, total)`` after every decoding step (refinement rounds included)
+            of each group of rows decoded together (a chunk; with prefilling, rows of equal known counts),
+            e.g. to drive a progress display. Host-side only: it adds no device sync.
     Returns:
         LongTensor [B, n] of codes in raster order, on the model's device.
     """
@@ -239,14 +243,14 @@ def generate(
         for s in starts:
             sl = slice(s, s + chunk)
             if known_mask is None:
-                out[sl] = _decode_group(model, labels[sl], orders[sl], None, None, dtype, sc, generator)
+                out[sl] = _decode_group(model, labels[sl], orders[sl], None, None, dtype, sc, generator, on_step)
             else:
                 # Rows with different numbers of known cells cannot share a rectangular step: group them.
                 counts = known_mask[sl].sum(dim=1)
                 for k in counts.unique().tolist():
                     rows = (counts == k).nonzero().squeeze(1) + s
                     out[rows] = _decode_group(model, labels[rows], orders[rows], known_codes[rows], known_mask[rows],
-                                              dtype, sc, generator)
+                                              dtype, sc, generator, on_step)
             bar.update(min(chunk, B - s))
     bar.close()
     return out
@@ -254,7 +258,8 @@ def generate(
 
 def _decode_group(model: ARPG, labels: torch.Tensor, orders: torch.Tensor, known_codes: torch.Tensor | None,
                   known_mask: torch.Tensor | None, dtype: torch.dtype | None, sc: SamplingConfig,
-                  generator: torch.Generator | None, return_confidence: bool = False):
+                  generator: torch.Generator | None, on_step: Callable[[int, int], None] | None = None,
+                  return_confidence: bool = False):
     """Decode one rectangular group: every row has the same number of known cells. Returns the codes (and,
     with ``return_confidence``, the probability each decoded cell's token was drawn with; 1 for known)."""
     cfg = model.config
@@ -315,14 +320,19 @@ def _decode_group(model: ARPG, labels: torch.Tensor, orders: torch.Tensor, known
                 cache, doubled_rows = cache.rows(B), False
             model.extend(doubled(tokens), doubled(cells), cache, sc.attention)
         pos += c
+        if on_step is not None:
+            on_step(i + 1, len(counts) + sc.refine_rounds)
     if sc.refine_rounds:
-        codes, confidence = _refine(model, labels, codes, confidence, known_mask, dtype, sc, generator)
+        total = len(counts) + sc.refine_rounds
+        codes, confidence = _refine(model, labels, codes, confidence, known_mask, dtype, sc, generator,
+                                    None if on_step is None else lambda r: on_step(len(counts) + r, total))
     return (codes, confidence) if return_confidence else codes
 
 
 def _refine(model: ARPG, labels: torch.Tensor, codes: torch.Tensor, confidence: torch.Tensor,
             known_mask: torch.Tensor | None, dtype: torch.dtype | None, sc: SamplingConfig,
-            generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+            generator: torch.Generator | None,
+            on_round: Callable[[int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``sc.refine_rounds`` rounds: the ``refine_fraction`` least confident decoded cells are re-predicted in one
     step with every other cell known (prefilled, as editing does); known cells never change."""
     B, n = codes.shape
@@ -331,11 +341,13 @@ def _refine(model: ARPG, labels: torch.Tensor, codes: torch.Tensor, confidence: 
     final_t = sc.temperature_at(int(free[0].sum()), int(free[0].sum()))
     one_step = dataclasses.replace(sc, steps=1, step_schedule="arccos", refine_rounds=0, temperature=final_t,
                                    temperature_schedule="constant", guidance_interval=(0.0, 1.0))
-    for _ in range(sc.refine_rounds):
+    for r in range(sc.refine_rounds):
         chosen = confidence.masked_fill(~free, float("inf")).topk(k, dim=1, largest=False).indices
         keep = torch.ones_like(free).scatter_(1, chosen, False)
         orders = make_orders("random", B, model.config.grid_size, generator=generator, device=codes.device)
         codes, conf = _decode_group(model, labels, orders, codes, keep, dtype, one_step, generator,
                                     return_confidence=True)
         confidence = torch.where(keep, confidence, conf)
+        if on_round is not None:
+            on_round(r + 1)
     return codes, confidence
