@@ -7,8 +7,7 @@ from pathlib import Path
 
 import torch
 
-from ..weights_io import load_model
-from ..demo.assets import demo_paths
+from ..demo.assets import load_pair
 from ..errors import ARPGError
 from ..model import ATTENTION_MODES
 from ..sampling.guidance import CFG_SCHEDULES, TOKEN_DRAWS
@@ -17,7 +16,6 @@ from ..sampling.sample_folder import prepare_sample_folder, write_sample
 from ..sampling.sampler import resolve_sampling
 from ..sampling.settings import TEMPERATURE_SCHEDULES, SamplingConfig
 from ..util.devices import pick_device
-from ..vq import load_tokenizer
 from ._common import (add_device_args, finite_float, float_range, nonneg_int, output_dir, positive_float, positive_int,
                       probability, seed_int)
 
@@ -67,20 +65,6 @@ def sampling_config(args: argparse.Namespace, model) -> SamplingConfig:
     rest (explicit options always win)."""
     given = {k: getattr(args, k) for k in SamplingConfig.fields() if getattr(args, k, None) is not None}
     return resolve_sampling(model, None, **given).validate(model.config.n_cells)
-
-
-def load_pair(model_path: str | None, tokenizer_path: str | None, device: torch.device):
-    """The ARPG model and tokenizer to use: the given files, or the shipped demo weights."""
-    if model_path is None or tokenizer_path is None:
-        shipped = demo_paths()
-        model_path = model_path or str(shipped.model)
-        tokenizer_path = tokenizer_path or str(shipped.tokenizer)
-    model = load_model(model_path, device=device)
-    tok = load_tokenizer(tokenizer_path, device=device)
-    if tok.codebook_size != model.config.vocab_size:
-        raise ARPGError(f"tokenizer codebook ({tok.codebook_size}) does not match the model's vocabulary "
-                        f"({model.config.vocab_size}): they were not trained together")
-    return model, tok
 
 
 def parse_labels(text: str | None, num: int, num_classes: int) -> torch.Tensor:

@@ -14,8 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..errors import ARPGError
 from ..util.pretrained import is_pretrained_folder
+from ..vq import load_tokenizer
+from ..weights_io import load_model
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 
@@ -71,3 +75,17 @@ def write_demo_folders(model, tokenizer, card: dict[str, Any], *, write_weights:
     model.save_pretrained(paths.model, card=arpg_facts, write_weights=write_weights)
     tokenizer.save_pretrained(paths.tokenizer, card=vq_facts, write_weights=write_weights)
     return paths
+
+
+def load_pair(model_path: str | None, tokenizer_path: str | None, device: torch.device):
+    """The ARPG model and tokenizer to use: the given files, or the shipped demo weights."""
+    if model_path is None or tokenizer_path is None:
+        shipped = demo_paths()
+        model_path = model_path or str(shipped.model)
+        tokenizer_path = tokenizer_path or str(shipped.tokenizer)
+    model = load_model(model_path, device=device)
+    tok = load_tokenizer(tokenizer_path, device=device)
+    if tok.codebook_size != model.config.vocab_size:
+        raise ARPGError(f"tokenizer codebook ({tok.codebook_size}) does not match the model's vocabulary "
+                        f"({model.config.vocab_size}): they were not trained together")
+    return model, tok

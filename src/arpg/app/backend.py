@@ -1,0 +1,256 @@
+"""What the browser app runs, without the browser: one function per tab, validated inputs, one-line errors.
+
+Every function takes plain values (numpy images, numbers, names) and returns numpy images plus a short
+report, so the tests call them directly and the gradio layer (:mod:`arpg.app.ui`) only wires widgets.
+Images go through :func:`arpg.editing.images.read_image` (the conversion the CLI uses), fitted to the model's
+native size unless ``fit=False``; sampling settings start from the model's recommended ones
+(:func:`arpg.sampling.resolve_sampling`), as in the CLI and the API.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..demo.assets import load_pair
+from ..editing import expand_image, inpaint_image, outpaint_image
+from ..editing.canvas import MAX_CANVAS_FACTOR
+from ..editing.images import read_image
+from ..editing.save import known_view
+from ..errors import ARPGError
+from ..sampling import generate, resolve_sampling
+from ..sampling.settings import SamplingConfig
+from ..util.images import make_grid, make_strip, to_pil, to_uint8
+from .classes import class_names, demo_examples
+
+#: Largest uploaded image side in pixels (before it is fitted to the model's size).
+MAX_UPLOAD_SIDE = 4096
+#: Most images one Generate job makes.
+MAX_IMAGES = 64
+#: Where outpainting may place the source on the canvas.
+ANCHORS = ("centre", "top-left", "top", "top-right", "left", "right", "bottom-left", "bottom", "bottom-right")
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class AppBackend:
+    """A loaded model / tokenizer pair and what the tabs need to know about it."""
+
+    model: Any
+    tokenizer: Any
+    class_names: list[str]
+    examples: list[tuple[str, np.ndarray, int]] = field(default_factory=list)  # (caption, image, label)
+    out_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="arpg-app-")))
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        g, f = self.model.config.grid_size, self.tokenizer.downsample
+        return g * f, g * f
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.embeddings.weight.device
+
+    def recommended(self) -> SamplingConfig:
+        return resolve_sampling(self.model)
+
+    def label_choices(self) -> list[str]:
+        """Dropdown entries ``"ID: name"`` (the id keeps duplicate ImageNet names apart)."""
+        return [f"{i}: {n}" for i, n in enumerate(self.class_names)]
+
+    # -- inputs ---------------------------------------------------------------------------------------
+
+    def parse_label(self, choice: Any) -> int:
+        """A dropdown entry ``"ID: name"``, a bare id or a class name -> the class id (checked)."""
+        if choice is None or (isinstance(choice, str) and not choice.strip()):
+            raise ARPGError("choose a class")
+        n = len(self.class_names)
+        if isinstance(choice, (int, np.integer)) and not isinstance(choice, bool):
+            label = int(choice)
+        else:
+            text = str(choice).strip()
+            head = text.split(":", 1)[0].strip()
+            if head.lstrip("-").isdigit():
+                label = int(head)
+            elif text in self.class_names:
+                label = self.class_names.index(text)
+            else:
+                raise ARPGError(f"unknown class {text!r}: choose one of the listed classes")
+        if not 0 <= label < n:
+            raise ARPGError(f"class id must be in 0..{n - 1}, got {label}")
+        return label
+
+    def sampling(self, steps: Any = None, cfg_scale: Any = None, cfg_schedule: Any = None, temperature: Any = None,
+                 order: Any = None, attention: Any = None) -> SamplingConfig:
+        """The settings of a job: the model's recommended ones with the given values replaced (checked)."""
+        given = dict(steps=steps, cfg_scale=cfg_scale, cfg_schedule=cfg_schedule, temperature=temperature,
+                     order=order, attention=attention)
+        if steps is not None:
+            if float(steps) != int(steps):
+                raise ARPGError(f"steps must be a whole number, got {steps}")
+            given["steps"] = int(steps)
+        for k in ("cfg_scale", "temperature"):
+            if given[k] is not None:
+                given[k] = float(given[k])
+        sc = resolve_sampling(self.model, **{k: v for k, v in given.items() if v is not None})
+        sc.validate(self.model.config.n_cells)
+        return sc
+
+    def source(self, image: Any, fit: bool = True) -> np.ndarray:
+        """An uploaded / example image as the tokenizer sees it: its channels, fitted to the model's size."""
+        if image is None:
+            raise ARPGError("no image: upload one or pick an example")
+        if isinstance(image, dict):  # the image editor's value
+            image = image.get("background")
+            if image is None:
+                raise ARPGError("no image: upload one or pick an example")
+        arr = np.asarray(image)
+        if arr.ndim < 2 or arr.shape[0] > MAX_UPLOAD_SIDE or arr.shape[1] > MAX_UPLOAD_SIDE:
+            raise ARPGError(f"image of {'x'.join(map(str, arr.shape[:2]))} pixels is too large: the limit is "
+                            f"{MAX_UPLOAD_SIDE} pixels a side")
+        return read_image(arr, self.tokenizer.config.in_channels, fit=self.image_size if fit else None)
+
+    def mask(self, editor_value: Any, height: int, width: int) -> np.ndarray:
+        """The painted region of the image editor (any painted pixel of any layer), at ``height x width``."""
+        layers = (editor_value or {}).get("layers") or [] if isinstance(editor_value, dict) else []
+        painted = None
+        for layer in layers:
+            a = np.asarray(layer)
+            if a.ndim == 3 and a.shape[-1] == 4:
+                hit = a[..., 3] > 0
+            elif a.ndim == 3:
+                hit = a.max(axis=-1) > 0
+            else:
+                hit = a > 0
+            painted = hit if painted is None or painted.shape != hit.shape else painted | hit
+        if painted is None or not painted.any():
+            raise ARPGError("no mask painted: paint the region to regenerate with the brush")
+        if painted.shape != (height, width):  # area-resize: a cell partly painted counts as painted
+            small = Image.fromarray(painted.astype(np.uint8) * 255).resize((width, height), Image.Resampling.BOX)
+            painted = np.asarray(small) > 0
+        return painted
+
+    # -- jobs -----------------------------------------------------------------------------------------
+
+    def _kw(self, sc: SamplingConfig, seed: Any, on_step: Progress | None) -> dict[str, Any]:
+        if seed is None or float(seed) != int(seed) or int(seed) < 0:
+            raise ARPGError(f"seed must be a non-negative whole number, got {seed}")
+        gen = torch.Generator(device=self.device).manual_seed(int(seed))
+        return dict(sampling=sc, generator=gen, on_step=on_step)
+
+    def _save(self, name: str, images: Sequence[np.ndarray], record: dict[str, Any]) -> list[str]:
+        """Native-resolution PNGs of a job (for download) and its record; returns the PNG paths."""
+        stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{time.perf_counter_ns() % 10**6:06d}"
+        folder = self.out_dir / f"{name}-{stamp}"
+        folder.mkdir(parents=True)
+        paths = []
+        for i, img in enumerate(images):
+            p = folder / f"{name}_{i}.png"
+            to_pil(img).save(p)
+            paths.append(str(p))
+        (folder / "record.json").write_text(json.dumps(record, indent=2, default=str))
+        return paths
+
+    def run_generate(self, labels: Sequence[Any], per_class: Any, sc: SamplingConfig, seed: Any,
+                     on_step: Progress | None = None) -> dict[str, Any]:
+        ids = [self.parse_label(c) for c in (labels or [])]
+        if not ids:
+            raise ARPGError("choose at least one class")
+        if per_class is None or float(per_class) != int(per_class) or int(per_class) < 1:
+            raise ARPGError(f"images per class must be a positive whole number, got {per_class}")
+        total = len(ids) * int(per_class)
+        if total > MAX_IMAGES:
+            raise ARPGError(f"{total} images asked for; one job makes at most {MAX_IMAGES}")
+        y = torch.tensor(ids, dtype=torch.long).repeat_interleave(int(per_class))
+        t0 = time.perf_counter()
+        codes = generate(self.model, y, **self._kw(sc, seed, on_step))
+        g = self.model.config.grid_size
+        with torch.no_grad():
+            images = to_uint8(self.tokenizer.decode(codes, grid=(g, g)))
+        seconds = time.perf_counter() - t0
+        grid = make_grid(images, ncol=int(per_class))
+        files = self._save("sample", [grid, *images], dict(labels=y.tolist(), seed=seed, sampling=sc.to_dict()))
+        return dict(grid=grid, images=images, files=files, seconds=seconds,
+                    report=f"{total} images in {seconds:.2f} s ({sc.steps} steps, guidance {sc.cfg_scale:g})")
+
+    def run_inpaint(self, editor_value: Any, label: Any, sc: SamplingConfig, seed: Any, fit: bool = True,
+                    on_step: Progress | None = None) -> dict[str, Any]:
+        img = self.source(editor_value, fit)
+        lab = self.parse_label(label)
+        mask = self.mask(editor_value, *img.shape[:2])
+        t0 = time.perf_counter()
+        res = inpaint_image(self.model, self.tokenizer, img, mask, lab, **self._kw(sc, seed, on_step))
+        seconds = time.perf_counter() - t0
+        seen = known_view(img, res["known"], self.tokenizer.downsample)
+        out = res["images"][0]
+        files = self._save("inpaint", [out, seen, img], dict(label=lab, seed=seed, sampling=sc.to_dict()))
+        n_new = int((~res["known"]).sum())
+        return dict(result=out, known=seen, strip=make_strip([img, seen, out]), files=files, seconds=seconds,
+                    report=f"{n_new} of {res['known'].numel()} cells regenerated under "
+                           f"{self.class_names[lab]!r} in {seconds:.2f} s")
+
+    def run_outpaint(self, image: Any, height: Any, width: Any, anchor: str, label: Any, sc: SamplingConfig,
+                     seed: Any, fit: bool = True, on_step: Progress | None = None) -> dict[str, Any]:
+        img = self.source(image, fit)
+        lab = self.parse_label(label)
+        H, W = img.shape[:2]
+        f = self.tokenizer.downsample
+        try:
+            CH, CW = int(height), int(width)
+        except (TypeError, ValueError):
+            raise ARPGError("canvas height and width must be whole numbers of pixels") from None
+        if anchor not in ANCHORS:
+            raise ARPGError(f"position must be one of {', '.join(ANCHORS)}, got {anchor!r}")
+        if CH < H or CW < W:
+            raise ARPGError(f"canvas {CH}x{CW} is smaller than the source image {H}x{W} (height x width)")
+        vert = 0 if anchor.startswith("top") else (CH - H if anchor.startswith("bottom") else (CH - H) // 2)
+        horiz = 0 if anchor.endswith("left") else (CW - W if anchor.endswith("right") else (CW - W) // 2)
+        offset = (vert // f * f, horiz // f * f)
+        t0 = time.perf_counter()
+        res = outpaint_image(self.model, self.tokenizer, img, (CH, CW), offset, lab, progress=True,
+                             **self._kw(sc, seed, on_step))
+        seconds = time.perf_counter() - t0
+        out = res["images"][0]
+        files = self._save("outpaint", [out], dict(label=lab, canvas=[CH, CW], offset=offset, seed=seed,
+                                                    sampling=sc.to_dict()))
+        return dict(result=out, files=files, seconds=seconds,
+                    report=f"{CH}x{CW} canvas, {len(res['windows'])} windows in {seconds:.2f} s")
+
+    def run_expand(self, image: Any, factor: Any, label: Any, sc: SamplingConfig, seed: Any, fit: bool = True,
+                   on_step: Progress | None = None) -> dict[str, Any]:
+        img = self.source(image, fit)
+        lab = self.parse_label(label)
+        if factor is None or float(factor) != int(factor) or int(factor) < 2:
+            raise ARPGError(f"factor must be a whole number >= 2, got {factor}")
+        t0 = time.perf_counter()
+        res = expand_image(self.model, self.tokenizer, img, lab, factor=int(factor), progress=True,
+                           **self._kw(sc, seed, on_step))
+        seconds = time.perf_counter() - t0
+        out = res["images"][0]
+        files = self._save("expand", [out], dict(label=lab, factor=int(factor), seed=seed, sampling=sc.to_dict()))
+        return dict(result=out, files=files, seconds=seconds,
+                    report=f"{img.shape[0]}x{img.shape[1]} -> {out.shape[0]}x{out.shape[1]} in {seconds:.2f} s")
+
+    def canvas_limit(self) -> int:
+        """Largest canvas side in pixels the Outpaint tab offers (the editing size limit, square)."""
+        g, f = self.model.config.grid_size, self.tokenizer.downsample
+        return int((MAX_CANVAS_FACTOR ** 0.5) * g) * f
+
+
+def make_backend(model_path: str | None = None, tokenizer_path: str | None = None, *, device: Any = "cpu",
+                 names_file: str | None = None) -> AppBackend:
+    """Load a pair for the app: the given weights, or the shipped demo weights (with the held-out examples)."""
+    is_demo = model_path is None
+    model, tok = load_pair(model_path, tokenizer_path, torch.device(device))
+    names = class_names(model.config.num_classes, is_demo=is_demo, names_file=names_file)
+    examples = demo_examples() if is_demo else []
+    return AppBackend(model, tok, names, examples)
