@@ -352,6 +352,16 @@ CASES: dict[str, list[tuple[list[str], str]]] = {
         (["M", "@o.safetensors", "--preset", "bogus"], "invalid choice"),
         (["M", "/proc/arpg-cannot-write.safetensors"], "cannot write into"),
     ],
+    "app": [
+        (["--port", "0"], "--port"),
+        (["--port", "http"], "--port"),
+        (["--max-queue", "0"], "--max-queue"),
+        (["--model", "M"], "give both --model and --tokenizer"),
+        (["--model", "MISSING", "--tokenizer", "T"], "file not found"),
+        (["--model", "EVIL", "--tokenizer", "T"], "unsafe to load"),
+        (["--class-names", "MISSING"], "not found"),
+        (["--model", "M", "--tokenizer", "T", "--class-names", "FILE"], "names; the model has"),
+    ],
     "info": [
         (["MISSING"], "file not found"),
         (["DIR"], "is a folder"),

@@ -117,7 +117,12 @@ class AppBackend:
         if arr.ndim < 2 or arr.shape[0] > MAX_UPLOAD_SIDE or arr.shape[1] > MAX_UPLOAD_SIDE:
             raise ARPGError(f"image of {'x'.join(map(str, arr.shape[:2]))} pixels is too large: the limit is "
                             f"{MAX_UPLOAD_SIDE} pixels a side")
-        return read_image(arr, self.tokenizer.config.in_channels, fit=self.image_size if fit else None)
+        img = read_image(arr, self.tokenizer.config.in_channels, fit=self.image_size if fit else None)
+        if img.shape[:2] != self.image_size:  # bounded jobs: the app edits images of the model's own size
+            H, W = self.image_size
+            raise ARPGError(f"the image is {img.shape[0]}x{img.shape[1]} pixels; this model edits {H}x{W} images: "
+                            f"tick 'fit' or upload a {H}x{W} image")
+        return img
 
     def mask(self, editor_value: Any, height: int, width: int) -> np.ndarray:
         """The painted region of the image editor (any painted pixel of any layer), at ``height x width``."""

@@ -120,7 +120,7 @@ def build_app(backend: AppBackend, *, max_queue: int = 16, title: str = "ARPG"):
 
         with gr.Tab("Outpaint"):
             with gr.Row():
-                out_example = gr.Dropdown(list(examples), value=None, label="held-out example")
+                out_example = gr.Dropdown(list(examples), value=None, label="held-out example", elem_id="out-example")
                 out_label = gr.Dropdown(choices, value=choices[0], label="class")
                 out_fit = gr.Checkbox(value=True, label=f"fit the image to {H}x{W}")
             out_image = gr.Image(type="numpy", label="source", sources=["upload"], elem_id="out-image")
@@ -135,7 +135,7 @@ def build_app(backend: AppBackend, *, max_queue: int = 16, title: str = "ARPG"):
 
         with gr.Tab("Expand"):
             with gr.Row():
-                exp_example = gr.Dropdown(list(examples), value=None, label="held-out example")
+                exp_example = gr.Dropdown(list(examples), value=None, label="held-out example", elem_id="exp-example")
                 exp_label = gr.Dropdown(choices, value=choices[0], label="class")
                 exp_fit = gr.Checkbox(value=True, label=f"fit the image to {H}x{W}")
             exp_image = gr.Image(type="numpy", label="source", sources=["upload"], elem_id="exp-image")
