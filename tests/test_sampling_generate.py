@@ -240,3 +240,13 @@ def test_low_precision_generation_converts_the_weights_once(tiny_model):
     with torch.no_grad():
         tiny_model.head.weight.mul_(1.5)  # training or editing the weights invalidates the copy
     assert cast_weights(tiny_model, torch.bfloat16) is not twin
+
+
+def test_on_step_reports_each_step_and_refinement_round_and_changes_nothing(tiny_model):
+    calls = []
+    labels = torch.randint(0, tiny_model.config.num_classes, (3,))
+    seed = int(torch.randint(0, 10_000, ()))
+    out = generate(tiny_model, labels, steps=5, refine_rounds=2, generator=_gen(seed),
+                   on_step=lambda done, total: calls.append((done, total)))
+    assert calls == [(i, 7) for i in range(1, 8)]
+    assert torch.equal(out, generate(tiny_model, labels, steps=5, refine_rounds=2, generator=_gen(seed)))
