@@ -28,3 +28,18 @@ def test_without_fit_the_size_is_kept_and_alpha_dropped():
     assert out.shape == (12, 8, 3) and np.array_equal(out, rgba[..., :3])
     with pytest.raises(ARPGError, match="positive"):
         read_image(rgba, 3, fit=(0, 4))
+
+
+def test_cli_fit_takes_any_image_size(tmp_path):
+    from PIL import Image
+
+    from arpg.cli import main
+    rng = np.random.default_rng()
+    src = tmp_path / "odd.png"
+    Image.fromarray(rng.integers(0, 256, (90, 70), dtype=np.uint8)).save(src)
+    out = tmp_path / "out.png"
+    assert main(["inpaint", str(src), "--fit", "--box", "0,0,16,16", "--label", "2", "--steps", "4",
+                 "--out", str(out)]) == 0
+    with Image.open(out) as im:
+        assert im.size == (32, 32)  # the shipped demo model's size
+    assert main(["inpaint", str(src), "--box", "0,0,16,16", "--label", "2", "--out", str(out)]) == 2

@@ -13,6 +13,7 @@ from .sample import add_sampling_args, load_pair, sampling_config
 from ..editing import edit_image, expand_image, inpaint_image, outpaint_image
 from ..editing.canvas import MAX_CANVAS_FACTOR
 from ..editing.expand import EXPAND_METHODS
+from ..editing.images import read_image
 from ..editing.save import save_edit
 from ..util.devices import parse_dtype, pick_device
 from ._common import IMAGE_SUFFIXES, input_file, int_range, output_file, positive_int
@@ -63,6 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                            help="window stride in cells, at most the model's grid (default: half a window)")
             p.add_argument("--force", action="store_true", help="decode canvases beyond the size limit "
                            f"({MAX_CANVAS_FACTOR}x the model's cells), however long it takes")
+        p.add_argument("--fit", action="store_true",
+                       help="centre-crop and resize the image to the model's own size first (as the app does)")
         p.add_argument("--num", type=positive_int, default=1, help="number of variations")
         p.add_argument("--model", default=None, help="ARPG checkpoint (default: the shipped demo model)")
         p.add_argument("--tokenizer", default=None, help="tokenizer checkpoint (default: the shipped demo tokenizer)")
@@ -85,16 +88,20 @@ def run(args: argparse.Namespace) -> int:
     sampling = sampling_config(args, model)
     kw = dict(sampling=sampling, generator=torch.Generator(device=device).manual_seed(args.seed),
               dtype=parse_dtype(args.dtype))
+    image = args.image
+    if args.fit:  # the app's conversion: the tokenizer's channels, the model's size
+        side = model.config.grid_size * tok.downsample
+        image = read_image(args.image, tok.config.in_channels, fit=(side, side))
     t0 = time.perf_counter()
     if args.task in ("inpaint", "edit"):
         fn = inpaint_image if args.task == "inpaint" else edit_image
-        res = fn(model, tok, args.image, args.mask, args.label, box=args.box, num=args.num,
+        res = fn(model, tok, image, args.mask, args.label, box=args.box, num=args.num,
                  keep_pixels=not args.decode_all, **kw)
     elif args.task == "outpaint":
-        res = outpaint_image(model, tok, args.image, canvas, offset, args.label, num=args.num, stride=args.stride,
+        res = outpaint_image(model, tok, image, canvas, offset, args.label, num=args.num, stride=args.stride,
                              keep_pixels=not args.decode_all, force=args.force, progress=True, **kw)
     else:
-        res = expand_image(model, tok, args.image, args.label, factor=args.factor, num=args.num,
+        res = expand_image(model, tok, image, args.label, factor=args.factor, num=args.num,
                            method=args.method, stride=args.stride, force=args.force, progress=True, **kw)
     seconds = time.perf_counter() - t0
     meta = save_edit(res, Path(args.out), save_codes=args.save_codes, record=dict(
