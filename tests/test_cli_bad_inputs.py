@@ -104,6 +104,7 @@ BOX = ["--box", "0,0,8,8"]
 #: command -> [(arguments, words the one line must contain)]
 CASES: dict[str, list[tuple[list[str], str]]] = {
     "sample": [
+        (["--int8", "--dtype", "bf16"], "--int8 computes in float32"),
         (["--device", "bogus"], "unknown device"),
         (["--device", "cuda:0"], "CUDA is not available"),
         (["--cfg-scale", "nan"], "finite number"),

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import ARPGError
+from ..sampling.quantize import quantize_int8
 from ..util.devices import check_device_name, parse_dtype
 from ..util.hub import PUBLISHED, looks_like_repo, parse_hf_address, published_name
 
@@ -115,6 +116,15 @@ def add_device_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", type=device_name, help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--dtype", default="fp32", type=dtype_name,
                    help="compute dtype via autocast: fp32 (default), bf16, fp16")
+
+
+def apply_int8(args: argparse.Namespace, model):
+    """``model``, or its int8 weight-only copy when ``--int8`` was given (checked against --dtype)."""
+    if not getattr(args, "int8", False):
+        return model
+    if args.dtype not in ("fp32", "float32"):
+        raise ARPGError("--int8 computes in float32: drop --dtype")
+    return quantize_int8(model)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from ..editing.expand import EXPAND_METHODS
 from ..editing.images import read_image
 from ..editing.save import save_edit
 from ..util.devices import parse_dtype, pick_device
-from ._common import IMAGE_SUFFIXES, input_file, int_range, output_file, positive_int
+from ._common import IMAGE_SUFFIXES, apply_int8, input_file, int_range, output_file, positive_int
 
 
 def _pair(text: str, what: str, minimum: int) -> tuple[int, int]:
@@ -85,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
     offset = _pair(args.offset, "--offset", 0) if getattr(args, "offset", None) else None
     device = pick_device(args.device)
     model, tok = load_pair(args.model, args.tokenizer, device)
+    model = apply_int8(args, model)
     sampling = sampling_config(args, model)
     kw = dict(sampling=sampling, generator=torch.Generator(device=device).manual_seed(args.seed),
               dtype=parse_dtype(args.dtype))
@@ -106,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - t0
     meta = save_edit(res, Path(args.out), save_codes=args.save_codes, record=dict(
         task=args.task, image=str(args.image), label=args.label, seed=args.seed, dtype=args.dtype,
+        weights="int8 (weight-only)" if args.int8 else "as loaded", fit=args.fit,
         seconds=round(seconds, 3), keep_pixels=args.task != "expand" and not args.decode_all,
         sampling=sampling.to_dict(),
         steps_note="a hole or window with fewer unknown cells than steps takes one step per cell"))

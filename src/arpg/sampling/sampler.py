@@ -192,6 +192,8 @@ def generate(
     """
     cfg = model.config
     device = model.embeddings.weight.device
+    if model.__dict__.get("int8_weights") and dtype not in (None, torch.float32):
+        raise ARPGError("an int8-weight model computes in float32: leave dtype unset (or fp32)")
     if dtype in (torch.bfloat16, torch.float16) and model.embeddings.weight.dtype == torch.float32 and not autocast:
         model, dtype = cast_weights(model, dtype), None  # low-precision weights, converted once
     labels = torch.as_tensor(labels, dtype=torch.long, device=device)
