@@ -20,6 +20,9 @@ class KVCache:
     shared_v: torch.Tensor
     length: int = 0
     class_ids: torch.Tensor | None = None  # [B] embedding rows of the class token, set by the first extend
+    # ControlARPG: per-cell condition features [B, n, d] for the Pass-2 queries, and which rows use them [B]
+    condition: torch.Tensor | None = None
+    condition_active: torch.Tensor | None = None
 
     @classmethod
     def allocate(cls, n_self_layers: int, batch: int, n_head: int, max_len: int, head_dim: int,
@@ -43,5 +46,8 @@ class KVCache:
     def rows(self, stop: int) -> "KVCache":
         """A view of the first ``stop`` rows (same memory, same length): guidance keeps the conditional rows
         first, so this is the cache without the unconditional half."""
+        def head(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t[:stop]
+
         return KVCache(self.self_k[:, :stop], self.self_v[:, :stop], self.shared_k[:stop], self.shared_v[:stop],
-                       self.length, None if self.class_ids is None else self.class_ids[:stop])
+                       self.length, head(self.class_ids), head(self.condition), head(self.condition_active))

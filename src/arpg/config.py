@@ -14,6 +14,7 @@ from typing import Any
 from .errors import ARPGError
 from .util.configs import check_field_types, from_dict_strict, preset_params
 from .rope import CLASS_ROPE_MODES
+from .control import CONDITION_MODES, ENCODERS
 
 
 def swiglu_hidden(dim: int, multiple_of: int = 256) -> int:
@@ -51,6 +52,15 @@ class ARPGConfig:
     # prediction sees the label directly. Defaults match the published weights.
     class_rope: str = "zero"
     class_queries: bool = False
+    # ControlARPG (arpg.control): a condition encoder whose per-cell features enter the Pass-2 queries. Off
+    # (condition_channels 0) in every preset, so published checkpoints load and behave exactly as before.
+    condition_channels: int = 0  # channels of the condition map; 0 = no condition encoder
+    condition_stride: int = 1  # map pixels per grid cell (a power of 2): maps are grid*stride pixels a side
+    condition_kind: str = ""  # what the maps are ("canny", "layout", or a user's name): checked at use
+    condition_mode: str = "add"  # "add" (to [MASK]) or "replace" ([MASK]): see arpg.control
+    condition_encoder: str = "conv"
+    condition_width: int = 64  # encoder channels
+    condition_dropout: float = 0.1  # training only: conditions dropped (plain queries), for guidance "drop"
 
     def __post_init__(self) -> None:
         problems = check_field_types(self)
@@ -62,7 +72,7 @@ class ARPGConfig:
             problems.append("dim, ffn_hidden and multiple_of must be >= 1")
         if not (self.norm_eps > 0 and self.rope_base > 0):
             problems.append(f"norm_eps and rope_base must be > 0 (got {self.norm_eps}, {self.rope_base})")
-        for name in ("class_dropout", "embed_dropout", "resid_dropout", "ffn_dropout"):
+        for name in ("class_dropout", "embed_dropout", "resid_dropout", "ffn_dropout", "condition_dropout"):
             if not 0 <= getattr(self, name) <= 1:
                 problems.append(f"{name} must be in [0, 1] (got {getattr(self, name)})")
         if self.n_layer < 2 or self.n_layer % 2:
@@ -75,6 +85,14 @@ class ARPGConfig:
             problems.append(f"grid_size must be >= 1 (got {self.grid_size})")
         if self.class_rope not in CLASS_ROPE_MODES:
             problems.append(f"class_rope must be one of {CLASS_ROPE_MODES} (got {self.class_rope!r})")
+        if self.condition_channels < 0 or self.condition_width < 1:
+            problems.append("condition_channels must be >= 0 and condition_width >= 1")
+        if self.condition_stride < 1 or self.condition_stride & (self.condition_stride - 1):
+            problems.append(f"condition_stride must be a power of 2 (got {self.condition_stride})")
+        if self.condition_mode not in CONDITION_MODES:
+            problems.append(f"condition_mode must be one of {CONDITION_MODES} (got {self.condition_mode!r})")
+        if self.condition_encoder not in ENCODERS:
+            problems.append(f"condition_encoder must be one of {ENCODERS} (got {self.condition_encoder!r})")
         if self.vocab_size < 2 or self.num_classes < 1:
             problems.append("vocab_size must be >= 2 and num_classes >= 1")
         if problems:
@@ -89,6 +107,16 @@ class ARPGConfig:
     def n_cells(self) -> int:
         """Number of image tokens (grid cells)."""
         return self.grid_size * self.grid_size
+
+    @property
+    def controlled(self) -> bool:
+        """Whether the model has a condition encoder (ControlARPG)."""
+        return self.condition_channels > 0
+
+    @property
+    def condition_side(self) -> int:
+        """Side in pixels of the condition maps the encoder takes."""
+        return self.grid_size * self.condition_stride
 
     @property
     def mask_id(self) -> int:

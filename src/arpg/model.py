@@ -22,140 +22,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .blocks import RMSNorm, TwoPassLayers
 from .cache import KVCache
 from .config import ARPGConfig, get_preset
+from .control import build_encoder, check_condition, condition_queries
 from .errors import ARPGError
 from .rope import apply_rope, build_rope_table, position_index
 from .util.pretrained import PretrainedMixin
 
 ATTENTION_MODES = ("block", "causal")
-
-
-class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float = 1e-5):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Normalise in float32 for stability under bf16 autocast.
-        xf = x.float()
-        out = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return out.to(x.dtype) * self.weight
-
-
-class FeedForward(nn.Module):
-    """SwiGLU: ``w2(silu(w1 x) * w3 x)``."""
-
-    def __init__(self, dim: int, hidden: int, dropout: float):
-        super().__init__()
-        self.w1 = nn.Linear(dim, hidden, bias=False)
-        self.w3 = nn.Linear(dim, hidden, bias=False)
-        self.w2 = nn.Linear(hidden, dim, bias=False)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.w2(F.silu(self.w1(x)) * self.w3(x)))
-
-
-class SelfAttention(nn.Module):
-    def __init__(self, cfg: ARPGConfig):
-        super().__init__()
-        self.n_head, self.head_dim = cfg.n_head, cfg.head_dim
-        self.to_q = nn.Linear(cfg.dim, cfg.dim, bias=False)
-        self.to_k = nn.Linear(cfg.dim, cfg.dim, bias=False)
-        self.to_v = nn.Linear(cfg.dim, cfg.dim, bias=False)
-        self.proj = nn.Linear(cfg.dim, cfg.dim, bias=False)
-
-    def qkv(self, x: torch.Tensor, rope: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Projected, rotated q, k and v as [B, H, T, D]."""
-        B, T, _ = x.shape
-        q = self.to_q(x).view(B, T, self.n_head, self.head_dim)
-        k = self.to_k(x).view(B, T, self.n_head, self.head_dim)
-        v = self.to_v(x).view(B, T, self.n_head, self.head_dim)
-        q, k = apply_rope(q, rope), apply_rope(k, rope)
-        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-
-    def out(self, y: torch.Tensor) -> torch.Tensor:
-        B, H, T, D = y.shape
-        return self.proj(y.transpose(1, 2).reshape(B, T, H * D))
-
-
-class CrossAttention(nn.Module):
-    """Queries only: keys and values come from the shared Pass-1 projection."""
-
-    def __init__(self, cfg: ARPGConfig):
-        super().__init__()
-        self.n_head, self.head_dim = cfg.n_head, cfg.head_dim
-        self.to_q = nn.Linear(cfg.dim, cfg.dim, bias=False)
-        self.proj = nn.Linear(cfg.dim, cfg.dim, bias=False)
-
-    def forward(self, x: torch.Tensor, rope: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                is_causal: bool) -> torch.Tensor:
-        B, T, _ = x.shape
-        q = apply_rope(self.to_q(x).view(B, T, self.n_head, self.head_dim), rope).transpose(1, 2)
-        y = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), is_causal=is_causal)
-        return self.proj(y.transpose(1, 2).reshape(B, T, -1))
-
-
-class _Block(nn.Module):
-    """Pre-norm block: ``attn_norm -> attn`` and ``ffn_norm -> ffn`` (SwiGLU), both residual (the names are
-    the published state-dict keys)."""
-
-    def __init__(self, cfg: ARPGConfig, attn: nn.Module):
-        super().__init__()
-        self.attn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.attn = attn
-        self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.ffn = FeedForward(cfg.dim, cfg.ffn_hidden, cfg.ffn_dropout)
-        self.resid_dropout = nn.Dropout(cfg.resid_dropout)
-
-
-class SelfBlock(_Block):
-    def __init__(self, cfg: ARPGConfig):
-        super().__init__(cfg, SelfAttention(cfg))
-
-    def forward(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
-        """Teacher-forced: causal attention over the whole sequence."""
-        q, k, v = self.attn.qkv(self.attn_norm(x), rope)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        x = x + self.resid_dropout(self.attn.out(y))
-        return x + self.resid_dropout(self.ffn(self.ffn_norm(x)))
-
-    def forward_cached(self, x: torch.Tensor, rope: torch.Tensor, cache_k: torch.Tensor,
-                       cache_v: torch.Tensor, start: int, mask: torch.Tensor | None) -> torch.Tensor:
-        """Append this step's keys/values at ``start`` and attend over ``[0, start + T)``."""
-        T = x.shape[1]
-        q, k, v = self.attn.qkv(self.attn_norm(x), rope)
-        cache_k[:, :, start:start + T] = k
-        cache_v[:, :, start:start + T] = v
-        keys, values = cache_k[:, :, :start + T], cache_v[:, :, :start + T]
-        y = F.scaled_dot_product_attention(q, keys.to(q.dtype), values.to(q.dtype), attn_mask=mask)
-        x = x + self.resid_dropout(self.attn.out(y))
-        return x + self.resid_dropout(self.ffn(self.ffn_norm(x)))
-
-
-class CrossBlock(_Block):
-    def __init__(self, cfg: ARPGConfig):
-        super().__init__(cfg, CrossAttention(cfg))
-
-    def forward(self, x: torch.Tensor, rope: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                is_causal: bool) -> torch.Tensor:
-        x = x + self.resid_dropout(self.attn(self.attn_norm(x), rope, k, v, is_causal))
-        return x + self.resid_dropout(self.ffn(self.ffn_norm(x)))
-
-
-class TwoPassLayers(nn.Module):
-    """Container whose attribute names give the published ``layers.*`` state-dict keys."""
-
-    def __init__(self, cfg: ARPGConfig):
-        super().__init__()
-        n = cfg.n_layer // 2
-        self.self_dec = nn.ModuleList(SelfBlock(cfg) for _ in range(n))
-        self.cross_dec = nn.ModuleList(CrossBlock(cfg) for _ in range(n))
-        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.to_k = nn.Linear(cfg.dim, cfg.dim, bias=False)
-        self.to_v = nn.Linear(cfg.dim, cfg.dim, bias=False)
 
 
 class ARPG(nn.Module, PretrainedMixin):
@@ -176,6 +51,9 @@ class ARPG(nn.Module, PretrainedMixin):
         self.layers = TwoPassLayers(cfg)
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        if cfg.controlled:  # ControlARPG only: published configs have no such module (their keys are unchanged)
+            self.condition_encoder = build_encoder(cfg.condition_encoder, cfg.condition_channels, cfg.dim,
+                                                   cfg.condition_stride, cfg.condition_width, cfg.condition_mode)
         # Not stored in checkpoints: recomputed from the config.
         self.register_buffer("rope", self.rope_table(), persistent=False)
         # Recommended sampling settings stored with the weights, if any: an arpg.sampling.SamplingConfig or
@@ -192,10 +70,13 @@ class ARPG(nn.Module, PretrainedMixin):
 
     def card_facts(self) -> dict[str, Any]:
         c = self.config
+        control = (f"; ControlARPG: {c.condition_kind or 'condition'} maps {c.condition_channels}x{c.condition_side}x"
+                   f"{c.condition_side} through a {c.condition_encoder} encoder, features {c.condition_mode} the "
+                   "Pass-2 query inputs") if c.controlled else ""
         return {"architecture": f"ARPG two-pass transformer (arXiv 2503.10568): {c.n_layer // 2} self + "
                                 f"{c.n_layer // 2} cross layers, dim {c.dim}, {c.n_head} heads, FFN {c.ffn_hidden}, "
                                 f"vocabulary {c.vocab_size}, {c.num_classes} classes, {c.grid_size}x{c.grid_size} "
-                                f"grid, class_rope={c.class_rope}, class_queries={c.class_queries}",
+                                f"grid, class_rope={c.class_rope}, class_queries={c.class_queries}{control}",
                 "parameters": f"{count_parameters(self):,}", "config": c.to_dict()}
 
     @classmethod
@@ -211,6 +92,8 @@ class ARPG(nn.Module, PretrainedMixin):
             elif isinstance(m, RMSNorm):
                 nn.init.ones_(m.weight)
         nn.init.zeros_(self.head.weight)
+        if self.config.controlled:
+            self.condition_encoder.reset_parameters()
         if self.rope.device.type != "meta":
             self.rope.copy_(self.rope_table())
 
@@ -241,13 +124,31 @@ class ARPG(nn.Module, PretrainedMixin):
         v = self.layers.to_v(h).view(B, T, cfg.n_head, cfg.head_dim)
         return k.transpose(1, 2), v.transpose(1, 2)
 
-    def query_inputs(self, cls_ids: torch.Tensor, T: int) -> torch.Tensor:
+    def query_inputs(self, cls_ids: torch.Tensor, T: int, cells: torch.Tensor | None = None,
+                     condition: torch.Tensor | None = None, active: torch.Tensor | None = None) -> torch.Tensor:
         """Pass-2 inputs [B, T, d]: the [MASK] embedding, plus the class embedding of each row's
-        ``cls_ids`` [B] (class or null rows) when the config has ``class_queries``."""
-        x = self.embeddings.weight[self.config.mask_id].expand(cls_ids.shape[0], T, -1)
+        ``cls_ids`` [B] (class or null rows) when the config has ``class_queries``; with ``condition``
+        features [B, n, d] (:meth:`encode_condition`), each target cell of ``cells`` [B, T] also gets its own
+        feature (rows where ``active`` [B] is False keep the plain inputs)."""
+        mask_row = self.embeddings.weight[self.config.mask_id]
+        x = mask_row.expand(cls_ids.shape[0], T, -1)
         if self.config.class_queries:
             x = x + self.embeddings(cls_ids)[:, None]
+        if condition is not None:
+            x = condition_queries(x, mask_row, condition, cells, self.config.condition_mode, active)
         return x
+
+    def encode_condition(self, condition: torch.Tensor) -> torch.Tensor:
+        """Condition maps [B, C, S, S] (floats in [0, 1]; S = ``config.condition_side``) -> one feature per
+        cell [B, n, d] in raster order. One-line errors for a model without a condition encoder or a wrong
+        shape."""
+        cfg = self.config
+        if not cfg.controlled:
+            raise ARPGError("this model has no condition encoder (condition_channels is 0): it cannot take a "
+                            "condition; fine-tune one with arpg train --condition KIND --init WEIGHTS")
+        condition = check_condition(condition, None, cfg.condition_channels, cfg.condition_side)
+        p = self.condition_encoder.out.weight
+        return self.condition_encoder(condition.to(device=p.device, dtype=p.dtype))
 
     def _logits(self, h: torch.Tensor) -> torch.Tensor:
         return self.head(self.norm(h)).float()
@@ -256,7 +157,8 @@ class ARPG(nn.Module, PretrainedMixin):
     # Training: teacher-forced forward
     # ---------------------------------------------------------------------------------------------
     def forward(self, tokens: torch.Tensor, labels: torch.Tensor, orders: torch.Tensor | None = None, *,
-                drop_labels: torch.Tensor | None = None, return_loss: bool = False) -> torch.Tensor:
+                drop_labels: torch.Tensor | None = None, return_loss: bool = False,
+                condition: torch.Tensor | None = None, drop_condition: torch.Tensor | None = None) -> torch.Tensor:
         """Teacher-forced logits (or the training loss).
 
         Args:
@@ -267,6 +169,10 @@ class ARPG(nn.Module, PretrainedMixin):
                 training). None: in training mode each label drops with probability ``class_dropout``
                 (in eval mode none does). The trainer passes its own, reproducible choice.
             return_loss: return the mean cross-entropy over every cell instead of the logits.
+            condition: ControlARPG models only: condition maps [B, C, S, S] (see :meth:`encode_condition`);
+                None = no condition (every query is the plain one, as for a dropped condition).
+            drop_condition: BoolTensor [B], conditions to drop (None: in training mode each drops with
+                probability ``condition_dropout``). A dropped class keeps its condition (the paper's guidance).
         Returns:
             float32 logits [B, n, vocab] where ``logits[:, i]`` predicts cell ``orders[:, i]`` having seen
             the class and the tokens at ``orders[:, :i]`` (causal in both passes in train and eval mode);
@@ -294,7 +200,13 @@ class ARPG(nn.Module, PretrainedMixin):
         for blk in self.layers.self_dec:
             h = blk(h, rope_in)
         k, v = self._shared_kv(h, rope_in)
-        x = self.embed_dropout(self.query_inputs(cls_ids, n))
+        feats = active = None
+        if condition is not None:
+            feats = self.encode_condition(condition)
+            if drop_condition is None and self.training and cfg.condition_dropout > 0:
+                drop_condition = torch.rand(B, device=tokens.device) < cfg.condition_dropout
+            active = None if drop_condition is None else ~drop_condition.to(tokens.device)
+        x = self.embed_dropout(self.query_inputs(cls_ids, n, orders, feats, active))
         for blk in self.layers.cross_dec:
             x = blk(x, rope_q, k, v, is_causal=True)
         logits = self._logits(x)
@@ -356,7 +268,7 @@ class ARPG(nn.Module, PretrainedMixin):
         k, v = cache.shared_k[:, :, :L], cache.shared_v[:, :, :L]
         if cache.class_ids is None:
             raise ARPGError("query() needs a KV cache that starts with the class token (call extend() first)")
-        x = self.query_inputs(cache.class_ids, Q)
+        x = self.query_inputs(cache.class_ids, Q, cells, cache.condition, cache.condition_active)
         for blk in self.layers.cross_dec:
             x = blk(x, rope, k, v, is_causal=False)
         return self._logits(x)

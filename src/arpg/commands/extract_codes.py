@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..data.conditions import CONDITION_KINDS
 from ..data.extract import SKIPPED_NAME, ExtractConfig, extract_codes
 from ._common import device_name, nonneg_int, output_dir, positive_int
 
@@ -46,6 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=nonneg_int, default=None,
                    help="image-decoding worker processes (default: 4, or the number of CPUs if fewer)")
     p.add_argument("--device", default="auto", type=device_name, help="cpu, cuda or auto (default)")
+    p.add_argument("--condition", default=None, choices=CONDITION_KINDS,
+                   help="ControlARPG: also store each crop's condition map (canny: OpenCV edges at the image size, "
+                        "needs the control extra; layout: the silhouette at grid size), for arpg train --condition")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run)
 
@@ -53,7 +57,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def config_from_args(args: argparse.Namespace) -> ExtractConfig:
     return ExtractConfig(data=args.data, out=str(args.out), tokenizer=args.tokenizer, image_size=args.image_size,
                          crops=args.crops, batch_size=args.batch_size, shard_size=args.shard_size,
-                         split=args.split, workers=args.workers, device=args.device, progress=not args.no_progress)
+                         split=args.split, workers=args.workers, device=args.device, progress=not args.no_progress,
+                         condition=args.condition)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -62,7 +67,8 @@ def _run(args: argparse.Namespace) -> int:
         i = s.index
         print(f"arpg extract-codes: {i.num_samples} images x {i.num_crops} crops -> {args.out} "
               f"({len(i.shards)} shards, grid {i.grid_size}x{i.grid_size}, vocab {i.vocab_size}, "
-              f"{i.num_classes} classes)" + (f"; resumed, {s.chunks_done_before} shard(s) were already done"
+              f"{i.num_classes} classes" + (f", {i.condition['kind']} maps {i.condition['side']}x"
+                                            f"{i.condition['side']}" if i.condition else "") + ")" + (f"; resumed, {s.chunks_done_before} shard(s) were already done"
                                              if s.chunks_done_before else ""))
         if s.skipped:
             print(f"arpg extract-codes: skipped {s.skipped} unreadable image(s); see {args.out}/{SKIPPED_NAME}")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ARPG_PRESETS, ARPGConfig
+from ..data.conditions import CONDITION_KINDS
 from ..errors import ARPGError
 from ..train.config import TrainConfig, resume_train_config
 from ..train.trainer import train
@@ -44,6 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="override one ARPGConfig field, e.g. --set resid_dropout=0 (repeatable)")
     g.add_argument("--init", default=None,
                    help="start from these weights (fine-tuning; ignored when resuming)")
+    g.add_argument("--condition", default=None, choices=CONDITION_KINDS,
+                   help="ControlARPG: train on the codes' condition maps of this kind (from extract-codes "
+                        "--condition); with --init the condition encoder starts fresh and the rest is fine-tuned")
 
     g = p.add_argument_group("optimisation (published recipe by default)")
     g.add_argument("--batch-size", type=positive_int, default=None,
@@ -119,7 +123,7 @@ def parse_overrides(config_file: str | None, sets: list[str]) -> dict[str, Any]:
 
 
 #: CLI flag -> TrainConfig field, for the flags that map one to one.
-_FLAGS = ("codes", "preset", "init", "batch_size", "grad_accum", "steps", "epochs", "lr", "min_lr", "warmup",
+_FLAGS = ("codes", "preset", "init", "condition", "batch_size", "grad_accum", "steps", "epochs", "lr", "min_lr", "warmup",
           "weight_decay", "betas", "grad_clip", "ema", "dtype", "device", "fsdp", "compile", "seed", "save_every",
           "keep", "log_every", "tensorboard", "sample_every", "sample_steps", "sample_cfg", "sample_count",
           "tokenizer")

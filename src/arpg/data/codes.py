@@ -5,10 +5,12 @@ Layout of a code folder::
     DIR/index.json           what is in the folder (see :class:`CodeIndex`)
     DIR/codes-00000.npy      uint16 (int32 if vocab > 65536) [count, num_crops, grid*grid], raster order
     DIR/labels-00000.npy     int64 [count]
+    DIR/conditions-00000.npy ControlARPG sets only: uint8 [count, num_crops, C, S, S] condition maps, one per crop
     ...                      a few large shards; read through numpy memory maps, never loaded whole
 
 ``index.json`` holds ``num_samples``, ``grid_size``, ``vocab_size``, ``num_crops``, ``crop_mode``,
-``image_size``, ``class_names`` (label ``i`` = ``class_names[i]``) and the list of shards with their counts.
+``image_size``, ``class_names`` (label ``i`` = ``class_names[i]``), the list of shards with their counts and,
+for sets extracted with ``--condition``, ``condition``: ``{"kind", "channels", "side", "stride"}``.
 
 Which crop a sample gives is a pure function of ``(seed, epoch, index)`` (a counter-based hash): random
 from epoch to epoch, but identical in every worker and every rank, and again after a resume.
@@ -27,6 +29,7 @@ import torch
 
 from ..errors import ARPGError
 from ..util.files import atomic_write, load_npy
+from .conditions import condition_stride, to_condition_tensor
 
 INDEX_NAME = "index.json"
 FORMAT = "arpg-codes"
@@ -65,6 +68,7 @@ def hash_uniform(*keys: Any) -> np.ndarray:
 STREAM_CROP = 1  # hash stream ids keep the different uses independent
 STREAM_ORDER = 2
 STREAM_DROP = 3
+STREAM_CONDITION_DROP = 4
 
 
 # ------------------------------------------------------------------------------------------------
@@ -85,6 +89,7 @@ class CodeIndex:
     source: str | None = None
     tokenizer: str | None = None
     skipped: int = 0
+    condition: dict[str, Any] | None = None  # {"kind", "channels", "side", "stride"} of stored condition maps
     format: str = FORMAT
     version: int = VERSION
     extra: dict[str, Any] = field(default_factory=dict)
@@ -139,10 +144,21 @@ def shard_names(shard_id: int) -> tuple[str, str]:
     return f"codes-{shard_id:05d}.npy", f"labels-{shard_id:05d}.npy"
 
 
+def condition_shard_name(shard_id: int) -> str:
+    return f"conditions-{shard_id:05d}.npy"
+
+
+def condition_info(kind: str, image_size: int, grid: int, channels: int = 1) -> dict[str, Any]:
+    """The index's description of stored condition maps of ``kind``."""
+    from_kind = condition_stride(kind, image_size, grid)
+    return {"kind": kind, "channels": channels, "side": grid * from_kind, "stride": from_kind}
+
+
 def write_code_set(root: str | os.PathLike, codes: np.ndarray, labels: np.ndarray, *, vocab_size: int,
                    class_names: Sequence[str], crop_mode: str | None = None, shard_size: int = 100_000,
-                   **meta: Any) -> CodeIndex:
-    """Write codes ``[N, K, n]`` (or ``[N, n]`` for one crop) and labels ``[N]`` as a code folder.
+                   conditions: np.ndarray | None = None, condition_kind: str | None = None, **meta: Any) -> CodeIndex:
+    """Write codes ``[N, K, n]`` (or ``[N, n]`` for one crop) and labels ``[N]`` as a code folder; with
+    ``conditions`` (uint8 ``[N, K, C, S, S]``) and their ``condition_kind``, a ControlARPG set.
 
     Used by tests and small data sets; ``arpg extract-codes`` writes the same layout shard by shard.
     """
@@ -160,6 +176,16 @@ def write_code_set(root: str | os.PathLike, codes: np.ndarray, labels: np.ndarra
         raise ARPGError(f"codes must lie in 0..{vocab_size - 1}")
     if labels.size and (labels.min() < 0 or labels.max() >= len(class_names)):
         raise ARPGError(f"labels must lie in 0..{len(class_names) - 1}")
+    info = None
+    if conditions is not None:
+        conditions = np.asarray(conditions)
+        if conditions.dtype != np.uint8 or conditions.ndim != 5 or conditions.shape[:2] != (N, K) or \
+                conditions.shape[3] != conditions.shape[4]:
+            raise ARPGError(f"conditions must be uint8 [{N}, {K}, C, S, S], got {conditions.dtype} {list(conditions.shape)}")
+        side = conditions.shape[-1]
+        if condition_kind is None or side % grid:
+            raise ARPGError(f"conditions need their kind, and a side ({side}) that is a multiple of the grid ({grid})")
+        info = {"kind": condition_kind, "channels": int(conditions.shape[2]), "side": side, "stride": side // grid}
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     shards = []
@@ -169,9 +195,12 @@ def write_code_set(root: str | os.PathLike, codes: np.ndarray, labels: np.ndarra
         save_npy(root / cname, c.astype(code_dtype(vocab_size)))
         save_npy(root / lname, y)
         shards.append({"codes": cname, "labels": lname, "count": int(len(y))})
+        if conditions is not None:
+            save_npy(root / condition_shard_name(sid), conditions[start:start + shard_size])
+            shards[-1]["conditions"] = condition_shard_name(sid)
     mode = crop_mode or {1: "single", 2: "flip", 10: "ten"}.get(K, f"{K}-crop")
     index = CodeIndex(num_samples=int(N), grid_size=grid, vocab_size=int(vocab_size), num_crops=int(K),
-                      class_names=list(class_names), shards=shards, crop_mode=mode, **meta)
+                      class_names=list(class_names), shards=shards, crop_mode=mode, condition=info, **meta)
     index.write(root)
     return index
 
@@ -193,6 +222,8 @@ class CodeDataset(torch.utils.data.Dataset):
         self.seed = int(seed)
         self.epoch = 0
         self._codes: list[np.ndarray] = []
+        self._conditions: list[np.ndarray] = []
+        cond = self.index.condition
         labels = []
         for s in self.index.shards:
             c = load_npy(self.root / s["codes"], "code shard", mmap=True)
@@ -201,6 +232,15 @@ class CodeDataset(torch.utils.data.Dataset):
             if tuple(c.shape) != want or len(y) != s["count"]:
                 raise ARPGError(f"shard {s['codes']} of {self.root} has shape {list(c.shape)}, "
                                 f"index.json says {list(want)}")
+            if cond:
+                if "conditions" not in s:
+                    raise ARPGError(f"{self.root}/index.json lists condition maps but shard {s['codes']} has none")
+                m = load_npy(self.root / s["conditions"], "condition shard", mmap=True)
+                want_m = (s["count"], self.index.num_crops, cond["channels"], cond["side"], cond["side"])
+                if tuple(m.shape) != want_m:
+                    raise ARPGError(f"shard {s['conditions']} of {self.root} has shape {list(m.shape)}, "
+                                    f"index.json says {list(want_m)}")
+                self._conditions.append(m)
             self._codes.append(c)
             labels.append(np.asarray(y, dtype=np.int64))
         self.labels = np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64)
@@ -258,6 +298,20 @@ class CodeDataset(torch.utils.data.Dataset):
             local = idx[rows] - self._starts[s]
             out[rows] = self._codes[s][local, crop[rows]]
         return torch.from_numpy(out), torch.from_numpy(self.labels[idx])
+
+    def get_conditions(self, indices: Sequence[int] | np.ndarray, crops: Sequence[int] | np.ndarray) -> torch.Tensor:
+        """Condition maps float ``[B, C, S, S]`` in [0, 1] of the given samples and crops (ControlARPG sets)."""
+        cond = self.index.condition
+        if not cond:
+            raise ARPGError(f"{self.root} holds no condition maps; extract them with arpg extract-codes --condition KIND")
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        crop = np.asarray(crops, dtype=np.int64).reshape(-1)
+        out = np.empty((len(idx), cond["channels"], cond["side"], cond["side"]), dtype=np.uint8)
+        shard = np.searchsorted(self._starts, idx, side="right") - 1
+        for s in np.unique(shard):
+            rows = np.flatnonzero(shard == s)
+            out[rows] = self._conditions[s][idx[rows] - self._starts[s], crop[rows]]
+        return to_condition_tensor(out)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         codes, labels = self.get([int(i)])

@@ -33,7 +33,8 @@ from ..util.distributed import barrier, init_distributed, shutdown
 from ..util.files import atomic_write
 from ..vq import load_tokenizer
 from . import animal_mnist as am
-from .codes import CodeIndex, code_dtype, save_npy, shard_names
+from .codes import CodeIndex, code_dtype, condition_info, condition_shard_name, save_npy, shard_names
+from .conditions import condition_stride, make_condition
 from .crops import CROP_MODES, make_crops, to_model_input
 from .folder import read_rgb, scan_image_folder
 
@@ -57,6 +58,7 @@ class ExtractConfig:
     workers: int | None = None  # image-decoding worker processes (folders only); default min(4, CPUs)
     device: str = "auto"
     progress: bool = True
+    condition: str | None = None  # ControlARPG: also store this kind of condition map per crop (canny | layout)
 
 
 @dataclass
@@ -72,22 +74,28 @@ class ExtractSummary:
 # Image sources
 # ------------------------------------------------------------------------------------------------
 class CropSource(torch.utils.data.Dataset):
-    """Item ``i`` -> ``(crops float [K, C, S, S] or None, label, i, reason)``; failures never raise."""
+    """Item ``i`` -> ``(crops float [K, C, S, S] or None, label, i, reason, maps uint8 [K, 1, M, M] or None)``;
+    failures never raise. ``maps`` are the crops' condition maps when ``condition`` (a kind) is set."""
 
     def __init__(self, names: list[str], labels: list[int], load: Callable[[int], Image.Image], size: int,
                  crops: str, channels: int):
         self.names, self.labels, self.load = names, labels, load
         self.size, self.crops, self.channels = size, crops, channels
+        self.condition: str | None = None
+        self.grid = 0
 
     def __len__(self) -> int:
         return len(self.names)
 
     def __getitem__(self, i: int):
         try:
-            x = to_model_input(make_crops(self.load(i), self.size, self.crops), self.channels)
-            return x, self.labels[i], i, ""
+            crops = make_crops(self.load(i), self.size, self.crops)
+            maps = None if self.condition is None else \
+                np.stack([make_condition(self.condition, c, self.grid) for c in crops])
+            return to_model_input(crops, self.channels), self.labels[i], i, "", maps
         except Exception as e:  # unreadable / truncated / degenerate images are skipped, not fatal
-            return None, self.labels[i], i, f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
+            why = f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
+            return None, self.labels[i], i, why, None
 
 
 def open_source(cfg: ExtractConfig, channels: int) -> tuple[CropSource, list[str], str]:
@@ -162,15 +170,16 @@ def chunk_json(out: Path, c: int) -> Path:
     return out / f"chunk-{c:05d}.json"
 
 
-def chunk_done(out: Path, c: int) -> bool:
-    cname, lname = shard_names(c)
-    return chunk_json(out, c).exists() and (out / cname).exists() and (out / lname).exists()
+def chunk_done(out: Path, c: int, condition: str | None = None) -> bool:
+    names = shard_names(c) + ((condition_shard_name(c),) if condition else ())
+    return chunk_json(out, c).exists() and all((out / name).exists() for name in names)
 
 
 def _encode_chunk(tok, src: CropSource, items: range, cfg: ExtractConfig, device: torch.device, n_cells: int,
-                  vocab: int, bar: tqdm) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
+                  vocab: int, bar: tqdm) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]], np.ndarray | None]:
     K = CROP_MODES[cfg.crops]
     codes = np.empty((len(items), K, n_cells), dtype=code_dtype(vocab))
+    maps = None
     labels = np.empty(len(items), dtype=np.int64)
     skipped: list[tuple[str, str]] = []
     sub = torch.utils.data.Subset(src, list(items))
@@ -190,14 +199,19 @@ def _encode_chunk(tok, src: CropSource, items: range, cfg: ExtractConfig, device
                 raise ARPGError(f"the tokenizer gave {c.shape[-1]} codes per crop, expected {n_cells}")
             codes[n:n + len(good)] = c
             labels[n:n + len(good)] = [b[1] for b in good]
+            if src.condition is not None:
+                m = np.stack([b[4] for b in good])
+                if maps is None:
+                    maps = np.empty((len(items),) + m.shape[1:], dtype=np.uint8)
+                maps[n:n + len(good)] = m
             n += len(good)
         bar.update(len(batch))
-    return codes[:n], labels[:n], skipped
+    return codes[:n], labels[:n], skipped, None if maps is None else maps[:n]
 
 
 def _settings(cfg: ExtractConfig, tok, source: str, num_items: int, size: int) -> dict[str, Any]:
     return {"source": source, "num_items": num_items, "image_size": size, "crop_mode": cfg.crops,
-            "num_crops": CROP_MODES[cfg.crops], "shard_size": cfg.shard_size,
+            "num_crops": CROP_MODES[cfg.crops], "shard_size": cfg.shard_size, "condition": cfg.condition,
             "tokenizer": {"path": str(Path(cfg.tokenizer).resolve()), "config": tok.config.to_dict()}}
 
 
@@ -257,6 +271,10 @@ def extract_codes(cfg: ExtractConfig, tokenizer=None, dist_info=None) -> Extract
         if size % f:
             raise ARPGError(f"--image-size {size} is not a multiple of the tokenizer's downsampling factor {f}")
         grid, vocab = size // f, int(tok.codebook_size)
+        if cfg.condition is not None:
+            condition_stride(cfg.condition, size, grid)  # checks the kind
+            make_condition(cfg.condition, Image.new("L", (size, size)), grid)  # a missing OpenCV fails here, once
+            src.condition, src.grid = cfg.condition, grid
         out = Path(cfg.out)
         settings = _settings(cfg, tok, source, len(src), size)
         _check_settings(out, settings)
@@ -270,7 +288,7 @@ def extract_codes(cfg: ExtractConfig, tokenizer=None, dist_info=None) -> Extract
 
         n_chunks = max(1, math.ceil(len(src) / cfg.shard_size))
         mine = chunks_for_rank(n_chunks, info.rank, info.world_size)
-        todo = [c for c in mine if not chunk_done(out, c)]
+        todo = [c for c in mine if not chunk_done(out, c, cfg.condition)]
 
         def span(c: int) -> range:
             return range(c * cfg.shard_size, min(len(src), (c + 1) * cfg.shard_size))
@@ -282,10 +300,13 @@ def extract_codes(cfg: ExtractConfig, tokenizer=None, dist_info=None) -> Extract
         if hasattr(tok, "eval"):
             tok.eval()
         for c in todo:
-            codes, labels, skipped = _encode_chunk(tok, src, span(c), cfg, info.device, grid * grid, vocab, bar)
+            codes, labels, skipped, maps = _encode_chunk(tok, src, span(c), cfg, info.device, grid * grid, vocab, bar)
             cname, lname = shard_names(c)
             save_npy(out / cname, codes)
             save_npy(out / lname, labels)
+            if cfg.condition is not None:
+                save_npy(out / condition_shard_name(c), maps if maps is not None else
+                         np.zeros((0, CROP_MODES[cfg.crops], 1, 1, 1), dtype=np.uint8))
             meta = json.dumps({"chunk": c, "count": int(len(labels)), "items": len(span(c)), "skipped": skipped})
             atomic_write(chunk_json(out, c), lambda tmp: Path(tmp).write_text(meta))
         bar.close()
@@ -305,7 +326,8 @@ def extract_codes(cfg: ExtractConfig, tokenizer=None, dist_info=None) -> Extract
 
 def _write_index(out: Path, n_chunks: int, settings: dict[str, Any], grid: int, vocab: int,
                  classes: list[str]) -> CodeIndex:
-    missing = [c for c in range(n_chunks) if not chunk_done(out, c)]
+    kind = settings.get("condition")
+    missing = [c for c in range(n_chunks) if not chunk_done(out, c, kind)]
     if missing:
         raise ARPGError(f"{len(missing)} chunk(s) of {out} are unfinished (first: {missing[0]}); run the same "
                         "command again to complete them")
@@ -316,13 +338,16 @@ def _write_index(out: Path, n_chunks: int, settings: dict[str, Any], grid: int, 
         if meta["count"]:
             cname, lname = shard_names(c)
             shards.append({"codes": cname, "labels": lname, "count": meta["count"]})
+            if kind:
+                shards[-1]["conditions"] = condition_shard_name(c)
             total += meta["count"]
     text = "".join(f"{name}\t{why}\n" for name, why in skipped)
     atomic_write(out / SKIPPED_NAME, lambda tmp: Path(tmp).write_text(text))
     index = CodeIndex(num_samples=total, grid_size=grid, vocab_size=vocab, num_crops=settings["num_crops"],
                       class_names=classes, shards=shards, crop_mode=settings["crop_mode"],
                       image_size=settings["image_size"], source=settings["source"],
-                      tokenizer=settings["tokenizer"]["path"], skipped=len(skipped))
+                      tokenizer=settings["tokenizer"]["path"], skipped=len(skipped),
+                      condition=None if not kind else condition_info(kind, settings["image_size"], grid))
     if total == 0:
         raise ARPGError(f"no image of {settings['source']} could be read ({len(skipped)} skipped; see "
                         f"{out / SKIPPED_NAME})")

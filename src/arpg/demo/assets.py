@@ -77,6 +77,14 @@ def write_demo_folders(model, tokenizer, card: dict[str, Any], *, write_weights:
     return paths
 
 
+def control_model_path(kind: str) -> Path:
+    """The shipped ControlARPG demo weights for condition ``kind`` (the demo model fine-tuned with its maps)."""
+    path = WEIGHTS_DIR / f"demo-control-{kind}"
+    if not is_pretrained_folder(path):
+        raise ARPGError(f"no shipped ControlARPG demo weights for {kind!r} maps in {WEIGHTS_DIR}; pass --model")
+    return path
+
+
 def load_pair(model_path: str | None, tokenizer_path: str | None, device: torch.device):
     """The ARPG model and tokenizer to use: the given files, or the shipped demo weights."""
     if model_path is None or tokenizer_path is None:

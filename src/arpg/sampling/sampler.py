@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from ..control import CONDITION_GUIDANCE, check_condition
 from ..errors import ARPGError
 from ..model import ARPG
 from .guidance import apply_guidance, guidance_weight, sample_tokens
@@ -137,6 +138,8 @@ def generate(
     token_draw: str | None = None,
     known_codes: torch.Tensor | None = None,
     known_mask: torch.Tensor | None = None,
+    condition: torch.Tensor | None = None,
+    condition_guidance: str = "keep",
     dtype: torch.dtype | None = None,
     autocast: bool = False,
     batch_size: int | None = None,
@@ -177,6 +180,11 @@ def generate(
         token_draw: ``"multinomial"`` (the published draw, default) or ``"inverse-cdf"``: the same
             distribution from one uniform number per token instead of one per vocabulary entry.
         known_codes, known_mask: prefilled cells, LongTensor / BoolTensor [B, n] (raster order).
+        condition: ControlARPG models only: condition maps [B, C, S, S] or one [C, S, S] for every row, floats
+            in [0, 1] with ``S = model.config.condition_side`` (:mod:`arpg.data.conditions` makes them). Combines
+            with prefilled cells (control + inpaint): the condition steers the cells that are decoded.
+        condition_guidance: what the unconditional half of guidance sees: ``"keep"`` (class dropped,
+            condition kept: the paper's choice, guidance sharpens the class) or ``"drop"`` (both dropped).
         dtype: compute dtype (``torch.bfloat16`` recommended on GPU); None = the model's dtype. A float32
             model is run through a bf16 / fp16 copy of its parameters made once and kept on the model until
             a parameter changes (:func:`cast_weights`; buffers stay float32), not under autocast, which
@@ -200,6 +208,12 @@ def generate(
     if labels.dim() != 1:
         raise ARPGError(f"labels must be a 1-D sequence of class ids, got shape {list(labels.shape)}")
     model.check_labels(labels)
+    if condition is not None:
+        if not cfg.controlled:
+            model.encode_condition(condition)  # raises the one-line "no condition encoder" error
+        condition = check_condition(condition, labels.shape[0], cfg.condition_channels, cfg.condition_side)
+    if condition_guidance not in CONDITION_GUIDANCE:
+        raise ARPGError(f"condition_guidance must be one of {CONDITION_GUIDANCE}, got {condition_guidance!r}")
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise ARPGError(f"batch_size must be a positive integer or None, got {batch_size!r}")
     named_order = order if isinstance(order, str) else None
@@ -244,15 +258,19 @@ def generate(
     with _autocast(device, dtype):
         for s in starts:
             sl = slice(s, s + chunk)
+            control = None if condition is None else (model.encode_condition(condition[sl]), condition_guidance)
             if known_mask is None:
-                out[sl] = _decode_group(model, labels[sl], orders[sl], None, None, dtype, sc, generator, on_step)
+                out[sl] = _decode_group(model, labels[sl], orders[sl], None, None, dtype, sc, generator, on_step,
+                                        control=control)
             else:
                 # Rows with different numbers of known cells cannot share a rectangular step: group them.
                 counts = known_mask[sl].sum(dim=1)
                 for k in counts.unique().tolist():
-                    rows = (counts == k).nonzero().squeeze(1) + s
+                    local = (counts == k).nonzero().squeeze(1)
+                    rows = local + s
+                    part = None if control is None else (control[0][local], control[1])
                     out[rows] = _decode_group(model, labels[rows], orders[rows], known_codes[rows], known_mask[rows],
-                                              dtype, sc, generator, on_step)
+                                              dtype, sc, generator, on_step, control=part)
             bar.update(min(chunk, B - s))
     bar.close()
     return out
@@ -261,9 +279,10 @@ def generate(
 def _decode_group(model: ARPG, labels: torch.Tensor, orders: torch.Tensor, known_codes: torch.Tensor | None,
                   known_mask: torch.Tensor | None, dtype: torch.dtype | None, sc: SamplingConfig,
                   generator: torch.Generator | None, on_step: Callable[[int, int], None] | None = None,
-                  return_confidence: bool = False):
+                  return_confidence: bool = False, control: tuple[torch.Tensor, str] | None = None):
     """Decode one rectangular group: every row has the same number of known cells. Returns the codes (and,
-    with ``return_confidence``, the probability each decoded cell's token was drawn with; 1 for known)."""
+    with ``return_confidence``, the probability each decoded cell's token was drawn with; 1 for known).
+    ``control``: the rows' condition features [B, n, d] and the condition guidance mode."""
     cfg = model.config
     B, n = orders.shape
     device = orders.device
@@ -286,6 +305,11 @@ def _decode_group(model: ARPG, labels: torch.Tensor, orders: torch.Tensor, known
     rows = 2 * B if doubled_rows else B
     cache_dtype = dtype if dtype not in (None, torch.float32) else model.embeddings.weight.dtype
     cache = model.new_cache(rows, dtype=cache_dtype, device=device)
+    if control is not None:
+        feats, how = control
+        cache.condition = torch.cat([feats, feats]) if doubled_rows else feats
+        if doubled_rows and how == "drop":  # the unconditional half: no class and no condition
+            cache.condition_active = torch.arange(rows, device=device) < B
 
     def doubled(x: torch.Tensor) -> torch.Tensor:
         return torch.cat([x, x], dim=0) if doubled_rows else x
@@ -327,14 +351,15 @@ def _decode_group(model: ARPG, labels: torch.Tensor, orders: torch.Tensor, known
     if sc.refine_rounds:
         total = len(counts) + sc.refine_rounds
         codes, confidence = _refine(model, labels, codes, confidence, known_mask, dtype, sc, generator,
-                                    None if on_step is None else lambda r: on_step(len(counts) + r, total))
+                                    None if on_step is None else lambda r: on_step(len(counts) + r, total), control)
     return (codes, confidence) if return_confidence else codes
 
 
 def _refine(model: ARPG, labels: torch.Tensor, codes: torch.Tensor, confidence: torch.Tensor,
             known_mask: torch.Tensor | None, dtype: torch.dtype | None, sc: SamplingConfig,
             generator: torch.Generator | None,
-            on_round: Callable[[int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+            on_round: Callable[[int], None] | None = None,
+            control: tuple[torch.Tensor, str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``sc.refine_rounds`` rounds: the ``refine_fraction`` least confident decoded cells are re-predicted in one
     step with every other cell known (prefilled, as editing does); known cells never change."""
     B, n = codes.shape
@@ -348,7 +373,7 @@ def _refine(model: ARPG, labels: torch.Tensor, codes: torch.Tensor, confidence: 
         keep = torch.ones_like(free).scatter_(1, chosen, False)
         orders = make_orders("random", B, model.config.grid_size, generator=generator, device=codes.device)
         codes, conf = _decode_group(model, labels, orders, codes, keep, dtype, one_step, generator,
-                                    return_confidence=True)
+                                    return_confidence=True, control=control)
         confidence = torch.where(keep, confidence, conf)
         if on_round is not None:
             on_round(r + 1)

@@ -22,8 +22,8 @@ from . import checkpointing as ckpt
 #: extra steps run at the schedule's floor (``min_lr``) once its original length is passed.
 RECIPE_KEYS = ("batch_size", "lr", "min_lr", "warmup", "weight_decay", "betas", "grad_clip", "seed", "ema")
 #: TrainConfig fields a resumed run takes from its checkpoint unless given, and refuses when given differently.
-FIXED_ON_RESUME = ("codes", "preset", "overrides") + RECIPE_KEYS
-DATA_KEYS = ("num_samples", "num_crops", "grid_size", "vocab_size", "num_classes")
+FIXED_ON_RESUME = ("codes", "preset", "overrides", "condition") + RECIPE_KEYS
+DATA_KEYS = ("num_samples", "num_crops", "grid_size", "vocab_size", "num_classes", "condition")
 
 
 @dataclass
@@ -61,6 +61,9 @@ class TrainConfig:
     tokenizer: str | None = None
     resume: str | None = None  # a checkpoint path, or "auto" = the newest in out/checkpoints (if any)
     init: str | None = None  # start from these weights (fine-tuning); ignored when resuming
+    # ControlARPG: train with the code set's condition maps of this kind (a condition encoder is added; with
+    # --init, everything but the encoder comes from the checkpoint).
+    condition: str | None = None
     fsdp: bool = False
     # torch.compile the training forward (and so its backward): faster after a one-off compile at the first
     # step (measured in benchmarks/results/training_demo_b64.md).
@@ -143,12 +146,26 @@ def preset_hint(index: CodeIndex) -> str:
     return "ARPG-L (320M parameters, the paper's smallest)"
 
 
-def resolve_model_config(preset: str | None, overrides: dict[str, Any], index: CodeIndex) -> tuple[ARPGConfig, list[str]]:
-    """The preset with ``overrides``, adapted to the codes (grid, vocabulary, classes) when not overridden."""
+def resolve_model_config(preset: str | None, overrides: dict[str, Any], index: CodeIndex,
+                         condition: str | None = None) -> tuple[ARPGConfig, list[str]]:
+    """The preset with ``overrides``, adapted to the codes (grid, vocabulary, classes) when not overridden;
+    with ``condition``, given the condition encoder fields of the code set's maps of that kind."""
     if preset is None:
         raise ARPGError(f"choose the model size with --preset ({', '.join(ARPG_PRESETS)}); for these codes "
                         f"({index.num_samples} images, {index.grid_size}x{index.grid_size} grid, {index.num_classes} "
                         f"classes) a fitting one is {preset_hint(index)}")
+    overrides = dict(overrides)
+    stored = index.condition
+    if condition is not None:
+        if not stored:
+            raise ARPGError(f"--condition {condition}: the codes hold no condition maps; extract them with "
+                            f"arpg extract-codes --condition {condition}")
+        if stored["kind"] != condition:
+            raise ARPGError(f"--condition {condition}: the codes hold {stored['kind']!r} maps")
+        overrides.update(condition_channels=stored["channels"], condition_stride=stored["stride"],
+                         condition_kind=condition)
+    elif overrides.get("condition_channels"):
+        raise ARPGError("condition_channels is set but --condition is not: say which of the codes' maps to train on")
     cfg = get_preset(preset, **overrides)
     notes, fit = [], {}
     for key, have in (("grid_size", index.grid_size), ("vocab_size", index.vocab_size),

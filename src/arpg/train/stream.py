@@ -24,14 +24,15 @@ import functools
 import numpy as np
 import torch
 
-from ..data.codes import STREAM_DROP, STREAM_ORDER, CodeDataset, hash64, hash_uniform
+from ..data.codes import STREAM_CONDITION_DROP, STREAM_DROP, STREAM_ORDER, CodeDataset, hash64, hash_uniform
 
 
 class SampleStream:
-    def __init__(self, dataset: CodeDataset, seed: int, class_dropout: float = 0.0):
+    def __init__(self, dataset: CodeDataset, seed: int, class_dropout: float = 0.0, condition_dropout: float = 0.0):
         self.dataset = dataset
         self.seed = int(seed)
         self.class_dropout = float(class_dropout)
+        self.condition_dropout = float(condition_dropout)
         self.n = len(dataset)
         self._perm = functools.lru_cache(maxsize=2)(self._permutation)
 
@@ -70,3 +71,14 @@ class SampleStream:
         crops = self.dataset.crops_for(epochs, idx)
         tokens, labels = self.dataset.get(idx, crops)
         return tokens, labels, self.orders(positions, tokens.shape[1]), self.dropped(positions)
+
+    def conditions(self, positions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """ControlARPG: ``(maps [B, C, S, S] of the same crops :meth:`batch` reads, drop [B])``; ``drop`` marks
+        the conditions the model leaves out (``ARPG.forward(..., drop_condition=drop)``), drawn independently
+        of the class dropout."""
+        idx, epochs = self.indices(positions)
+        maps = self.dataset.get_conditions(idx, self.dataset.crops_for(epochs, idx))
+        if self.condition_dropout <= 0:
+            return maps, torch.zeros(len(positions), dtype=torch.bool)
+        drop = hash_uniform(self.seed, STREAM_CONDITION_DROP, positions) < self.condition_dropout
+        return maps, torch.from_numpy(drop)

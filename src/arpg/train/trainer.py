@@ -35,6 +35,7 @@ from ..util.state import load_state_strict
 from ..weights_io import read_checkpoint, suggest_preset
 from ..data.codes import CodeDataset
 from ..errors import ARPGError
+from ..config import ARPGConfig
 from ..model import ARPG
 from ..util.distributed import (DistInfo, all_gather_objects, all_reduce_mean, barrier, init_distributed, shutdown,
                                 wrap_model)
@@ -75,7 +76,7 @@ class Trainer:
         d = self.dist
         self.out = Path(cfg.out)
         self.data = CodeDataset(cfg.codes, seed=cfg.seed)
-        self.model_cfg, notes = resolve_model_config(cfg.preset, dict(cfg.overrides), self.data.index)
+        self.model_cfg, notes = resolve_model_config(cfg.preset, dict(cfg.overrides), self.data.index, cfg.condition)
         self.data.check_ranges(self.model_cfg.vocab_size, self.model_cfg.num_classes)
         self.total_steps = total_steps(cfg, len(self.data))
         self.amp_dtype = resolve_dtype(cfg.dtype, d.device)
@@ -90,7 +91,8 @@ class Trainer:
         # The floor is scaled like the peak, so at any batch size the decay only ever falls.
         self.schedule = WarmupCosine(self.base_lr, scaled_lr(cfg.min_lr, cfg.batch_size),
                                      warmup_steps(cfg.warmup, self.total_steps), self.total_steps)
-        self.stream = SampleStream(self.data, cfg.seed, self.model_cfg.class_dropout)
+        self.stream = SampleStream(self.data, cfg.seed, self.model_cfg.class_dropout,
+                                   self.model_cfg.condition_dropout if self.model_cfg.controlled else 0.0)
 
         resume_path = self._resume_path()
         # The model: identical initial weights on every rank (same seed). Class dropout is the model's, with
@@ -101,6 +103,10 @@ class Trainer:
         if cfg.init and resume_path is None:
             sd, extras = read_checkpoint(cfg.init)
             check_init_config(extras.get("config"), self.model_cfg, cfg.init)
+            fresh = [k for k in model.state_dict() if k.startswith("condition_encoder.") and k not in sd]
+            if fresh:  # fine-tuning a class-conditional model into a ControlARPG one: the encoder starts new
+                sd = {**sd, **{k: model.state_dict()[k] for k in fresh}}
+                notes.append(f"the condition encoder ({len(fresh)} tensors) starts fresh; the rest comes from {cfg.init}")
             load_state_strict(model, sd, cfg.init, suggest=suggest_preset)
         self.model = model
         self.wrapped = wrap_model(model, d, cfg.fsdp)
@@ -162,7 +168,8 @@ class Trainer:
     def data_fingerprint(self) -> dict[str, Any]:
         i = self.data.index
         return {"num_samples": i.num_samples, "num_crops": i.num_crops, "grid_size": i.grid_size,
-                "vocab_size": i.vocab_size, "num_classes": i.num_classes}
+                "vocab_size": i.vocab_size, "num_classes": i.num_classes,
+                "condition": i.condition["kind"] if i.condition and self.model_cfg.controlled else None}
 
     def _write_run_json(self) -> None:
         info = {"args": self.cfg.to_dict(), "model_config": self.model_cfg.to_dict(), "recipe": self.optimizer_settings(),
@@ -209,7 +216,9 @@ class Trainer:
 
     def _load(self, path: Path) -> None:
         state = ckpt.load_checkpoint(path)
-        problems = ckpt.describe_differences(state.get("config", {}), self.model_cfg.to_dict())
+        # A field added since the checkpoint was written had its default value then.
+        saved = {**ARPGConfig().to_dict(), **state.get("config", {})}
+        problems = ckpt.describe_differences(saved, self.model_cfg.to_dict())
         problems += ckpt.describe_differences(state.get("recipe", {}), self.optimizer_settings(), RECIPE_KEYS)
         problems += ckpt.describe_differences(state.get("data_fingerprint", {}), self.data_fingerprint(),
                                               DATA_KEYS, prefix="codes ")
@@ -280,10 +289,15 @@ class Trainer:
             last = m == cfg.grad_accum - 1
             pos = self.stream.positions(self.step, m, d.rank, d.world_size, cfg.grad_accum, self.micro_batch)
             tokens, labels, orders, drop = (t.to(d.device, non_blocking=True) for t in self.stream.batch(pos))
+            control = {}
+            if self.model_cfg.controlled:
+                maps, cdrop = self.stream.conditions(pos)
+                control = {"condition": maps.to(d.device, non_blocking=True),
+                           "drop_condition": cdrop.to(d.device, non_blocking=True)}
             with _grad_sync(self.wrapped, last, cfg.fsdp and d.distributed):
                 with torch.autocast(device_type=d.device.type, dtype=self.amp_dtype,
                                     enabled=self.amp_dtype != torch.float32):
-                    loss = self.wrapped(tokens, labels, orders, drop_labels=drop, return_loss=True)
+                    loss = self.wrapped(tokens, labels, orders, drop_labels=drop, return_loss=True, **control)
                 (loss / cfg.grad_accum).backward()
             loss_sum += loss.detach() / cfg.grad_accum
         clip = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")

@@ -1,0 +1,139 @@
+"""The transformer blocks of ARPG's two passes: RMSNorm, SwiGLU, the Pass-1 self-attention block (with its
+cached decoding step) and the Pass-2 cross-attention block over the shared keys/values, plus the container
+whose attribute names give the published ``layers.*`` state-dict keys."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import ARPGConfig
+from .rope import apply_rope
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Normalise in float32 for stability under bf16 autocast.
+        xf = x.float()
+        out = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return out.to(x.dtype) * self.weight
+
+
+class FeedForward(nn.Module):
+    """SwiGLU: ``w2(silu(w1 x) * w3 x)``."""
+
+    def __init__(self, dim: int, hidden: int, dropout: float):
+        super().__init__()
+        self.w1 = nn.Linear(dim, hidden, bias=False)
+        self.w3 = nn.Linear(dim, hidden, bias=False)
+        self.w2 = nn.Linear(hidden, dim, bias=False)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.w2(F.silu(self.w1(x)) * self.w3(x)))
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, cfg: ARPGConfig):
+        super().__init__()
+        self.n_head, self.head_dim = cfg.n_head, cfg.head_dim
+        self.to_q = nn.Linear(cfg.dim, cfg.dim, bias=False)
+        self.to_k = nn.Linear(cfg.dim, cfg.dim, bias=False)
+        self.to_v = nn.Linear(cfg.dim, cfg.dim, bias=False)
+        self.proj = nn.Linear(cfg.dim, cfg.dim, bias=False)
+
+    def qkv(self, x: torch.Tensor, rope: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Projected, rotated q, k and v as [B, H, T, D]."""
+        B, T, _ = x.shape
+        q = self.to_q(x).view(B, T, self.n_head, self.head_dim)
+        k = self.to_k(x).view(B, T, self.n_head, self.head_dim)
+        v = self.to_v(x).view(B, T, self.n_head, self.head_dim)
+        q, k = apply_rope(q, rope), apply_rope(k, rope)
+        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+
+    def out(self, y: torch.Tensor) -> torch.Tensor:
+        B, H, T, D = y.shape
+        return self.proj(y.transpose(1, 2).reshape(B, T, H * D))
+
+
+class CrossAttention(nn.Module):
+    """Queries only: keys and values come from the shared Pass-1 projection."""
+
+    def __init__(self, cfg: ARPGConfig):
+        super().__init__()
+        self.n_head, self.head_dim = cfg.n_head, cfg.head_dim
+        self.to_q = nn.Linear(cfg.dim, cfg.dim, bias=False)
+        self.proj = nn.Linear(cfg.dim, cfg.dim, bias=False)
+
+    def forward(self, x: torch.Tensor, rope: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                is_causal: bool) -> torch.Tensor:
+        B, T, _ = x.shape
+        q = apply_rope(self.to_q(x).view(B, T, self.n_head, self.head_dim), rope).transpose(1, 2)
+        y = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), is_causal=is_causal)
+        return self.proj(y.transpose(1, 2).reshape(B, T, -1))
+
+
+class _Block(nn.Module):
+    """Pre-norm block: ``attn_norm -> attn`` and ``ffn_norm -> ffn`` (SwiGLU), both residual (the names are
+    the published state-dict keys)."""
+
+    def __init__(self, cfg: ARPGConfig, attn: nn.Module):
+        super().__init__()
+        self.attn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.attn = attn
+        self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.ffn = FeedForward(cfg.dim, cfg.ffn_hidden, cfg.ffn_dropout)
+        self.resid_dropout = nn.Dropout(cfg.resid_dropout)
+
+
+class SelfBlock(_Block):
+    def __init__(self, cfg: ARPGConfig):
+        super().__init__(cfg, SelfAttention(cfg))
+
+    def forward(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced: causal attention over the whole sequence."""
+        q, k, v = self.attn.qkv(self.attn_norm(x), rope)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.resid_dropout(self.attn.out(y))
+        return x + self.resid_dropout(self.ffn(self.ffn_norm(x)))
+
+    def forward_cached(self, x: torch.Tensor, rope: torch.Tensor, cache_k: torch.Tensor,
+                       cache_v: torch.Tensor, start: int, mask: torch.Tensor | None) -> torch.Tensor:
+        """Append this step's keys/values at ``start`` and attend over ``[0, start + T)``."""
+        T = x.shape[1]
+        q, k, v = self.attn.qkv(self.attn_norm(x), rope)
+        cache_k[:, :, start:start + T] = k
+        cache_v[:, :, start:start + T] = v
+        keys, values = cache_k[:, :, :start + T], cache_v[:, :, :start + T]
+        y = F.scaled_dot_product_attention(q, keys.to(q.dtype), values.to(q.dtype), attn_mask=mask)
+        x = x + self.resid_dropout(self.attn.out(y))
+        return x + self.resid_dropout(self.ffn(self.ffn_norm(x)))
+
+
+class CrossBlock(_Block):
+    def __init__(self, cfg: ARPGConfig):
+        super().__init__(cfg, CrossAttention(cfg))
+
+    def forward(self, x: torch.Tensor, rope: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                is_causal: bool) -> torch.Tensor:
+        x = x + self.resid_dropout(self.attn(self.attn_norm(x), rope, k, v, is_causal))
+        return x + self.resid_dropout(self.ffn(self.ffn_norm(x)))
+
+
+class TwoPassLayers(nn.Module):
+    """Container whose attribute names give the published ``layers.*`` state-dict keys."""
+
+    def __init__(self, cfg: ARPGConfig):
+        super().__init__()
+        n = cfg.n_layer // 2
+        self.self_dec = nn.ModuleList(SelfBlock(cfg) for _ in range(n))
+        self.cross_dec = nn.ModuleList(CrossBlock(cfg) for _ in range(n))
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.to_k = nn.Linear(cfg.dim, cfg.dim, bias=False)
+        self.to_v = nn.Linear(cfg.dim, cfg.dim, bias=False)
