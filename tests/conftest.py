@@ -38,7 +38,8 @@ def any_tiny_model(request):
 
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory):
-    """Files of a random VQ-tiny (1 channel, 16 px -> 4x4 codes) and a matching ARPG-tiny, plus an image and mask."""
+    """Files of a random VQ-tiny (1 channel, 16 px -> 4x4 codes), a matching ARPG-tiny and its ControlARPG (Canny)
+    twin, plus an image, a mask and an edge map."""
     import numpy as np
     from PIL import Image
 
@@ -52,6 +53,15 @@ def tiny_weights(tmp_path_factory):
     torch.nn.init.normal_(model.head.weight, std=0.5)
     save_tokenizer(tok, d / "vq.safetensors")
     save_model(model, d / "arpg.safetensors")
+    # The same with a Canny condition encoder (ControlARPG): maps of the 16 px image, 4 px per cell.
+    control = ARPG.from_preset("ARPG-tiny", vocab_size=tok.codebook_size, grid_size=4, condition_channels=1,
+                               condition_stride=4, condition_kind="canny", condition_mode="replace")
+    torch.nn.init.normal_(control.head.weight, std=0.5)
+    torch.nn.init.normal_(control.condition_encoder.out.weight, std=30.0)  # a condition that visibly matters
+    save_model(control, d / "arpg_control.safetensors")
+    edges = np.zeros((16, 16), dtype=np.uint8)
+    edges[3, 2:14] = edges[12, 2:14] = 255
+    Image.fromarray(edges).save(d / "cmap.png")
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 16), dtype=np.uint8)).save(d / "img.png")
     mask = np.zeros((16, 16), dtype=np.uint8)
     mask[4:12, 4:12] = 255

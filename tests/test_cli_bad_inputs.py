@@ -40,7 +40,10 @@ def env(tiny_weights, tmp_path_factory):
         "M": str(tiny_weights / "arpg.safetensors"), "T": str(tiny_weights / "vq.safetensors"),
         "IMG": str(tiny_weights / "img.png"), "MASK": str(tiny_weights / "mask.png"),
         "DIR": str(d), "MISSING": str(d / "missing.pt"), "PWNED": _Evil.marker,
+        "CM": str(tiny_weights / "arpg_control.safetensors"), "CMAP": str(tiny_weights / "cmap.png"),
     }
+    Image.fromarray(rng.integers(0, 256, (8, 12), dtype=np.uint8)).save(d / "wide.png")
+    files["WIDE"] = str(d / "wide.png")
     (d / "afile").write_text("x")
     files["FILE"] = str(d / "afile")
     files["UNDERFILE"] = str(d / "afile" / "sub")
@@ -254,6 +257,8 @@ CASES: dict[str, list[tuple[list[str], str]]] = {
         (["--codes", "CODES", "--out", "@r1", "--preset", "ARPG-nano", "--steps", "1", "--device", "bogus"],
          "unknown device"),
         (["--codes", "CODES", "--out", "@r1", "--preset", "ARPG-nano", "--steps", "1", "--lr", "nan"], "finite number"),
+        (["--codes", "CODES", "--out", "@r1", "--preset", "ARPG-nano", "--steps", "1", "--condition", "canny"],
+         "the codes hold no condition maps"),
         (["--codes", "CODES", "--out", "@r1", "--preset", "ARPG-nano", "--steps", "1", "--lr", "-1"], "must be > 0"),
         (["--codes", "CODES", "--out", "@r1", "--preset", "ARPG-nano", "--steps", "1", "--lr", "0"], "must be > 0"),
         (["--codes", "CODES", "--out", "@r1", "--preset", "ARPG-nano", "--steps", "1", "--lr", "1e-4", "--min-lr",
@@ -300,6 +305,7 @@ CASES: dict[str, list[tuple[list[str], str]]] = {
     ],
     "extract-codes": [
         (["--data", "animal-mnist", "--tokenizer", "T", "--out", "@x1", "--workers", "-1"], "must be >= 0"),
+        (["--data", "animal-mnist", "--tokenizer", "T", "--out", "@x1", "--condition", "depth"], "invalid choice"),
         (["--data", "animal-mnist", "--tokenizer", "T", "--out", "@x1", "--batch-size", "0"], "must be >= 1"),
         (["--data", "animal-mnist", "--tokenizer", "T", "--out", "@x1", "--shard-size", "0"], "must be >= 1"),
         (["--data", "animal-mnist", "--tokenizer", "T", "--out", "@x1", "--image-size", "0"], "must be >= 1"),
@@ -363,6 +369,30 @@ CASES: dict[str, list[tuple[list[str], str]]] = {
         (["--class-names", "MISSING"], "not found"),
         (["--model", "M", "--tokenizer", "T", "--class-names", "FILE"], "names; the model has"),
     ],
+    "control": [
+        (["--label", "1"], "give IMAGE (to make the condition from) or --condition"),
+        (["IMG"], "the following arguments are required: --label"),
+        (["IMG", "--label", "1", "--model", "M"], "has no condition encoder"),
+        (["IMG", "--label", "1", "--kind", "layout"], "trained on 'canny' maps, not 'layout'"),
+        (["IMG", "--label", "1", "--kind", "depth"], "invalid choice"),
+        (["--condition", "MISSING", "--label", "1"], "file not found"),
+        (["--condition", "DIR", "--label", "1"], "is a folder"),
+        (["--condition", "NOTIMG", "--label", "1"], "cannot read condition map"),
+        (["--condition", "WIDE", "--label", "1"], "must be square"),
+        (["IMG", "--condition", "CMAP", "--kind", "canny", "--label", "1"], "drop one"),
+        (["--condition", "CMAP", "--label", "1", "--box", "0,0,8,8"], "give IMAGE"),
+        (["IMG30", "--label", "1"], "the model works on 16x16"),
+        (["IMG", "--label", "99"], "label must be in 0..9"),
+        (["IMG", "--label", "1", "--steps", "0"], "must be >= 1"),
+        (["IMG", "--label", "1", "--num", "0"], "must be >= 1"),
+        (["IMG", "--label", "1", "--condition-guidance", "bogus"], "invalid choice"),
+        (["IMG", "--label", "1", "--mask", "MASKNONE"], "the mask is empty"),
+        (["IMG", "--label", "1", "--mask", "MASK", "--box", "0,0,8,8"], "not both"),
+        (["IMG", "--label", "1", "--box", "0,0,99,99"], "outside the image"),
+        (["IMG", "--label", "1", "--out", "@x.txt"], "has extension '.txt'"),
+        (["IMG", "--label", "1", "--model", "EVIL"], "unsafe to load"),
+        (["IMG", "--label", "1", "--int8", "--dtype", "bf16"], "--int8 computes in float32"),
+    ],
     "info": [
         (["MISSING"], "file not found"),
         (["DIR"], "is a folder"),
@@ -385,13 +415,17 @@ _NEEDS_PAIR = {"sample", "inpaint", "edit", "outpaint", "expand", "sample-fid"}
 
 def _argv(command: str, args: list[str], env: dict[str, str]) -> list[str]:
     extra = []
+    if command == "control":
+        extra += [] if "--model" in args else ["--model", "CM"]
+        extra += [] if "--tokenizer" in args else ["--tokenizer", "T"]
+        extra += ["--out", "@c_" + str(abs(hash(tuple(args)))) + ".png"] if "--out" not in args else []
     if command in _NEEDS_PAIR:
         if "--model" not in args:
             extra += ["--model", "M"]
         if "--tokenizer" not in args:
             extra += ["--tokenizer", "T"]
     if command in {"sample", "sample-fid", "inpaint", "edit", "outpaint", "expand", "train-vq", "train",
-                   "extract-codes"} and "--device" not in args:
+                   "extract-codes", "control"} and "--device" not in args:
         extra += ["--device", "cpu"]
     if command == "sample" and "--out" not in args:
         extra += ["--out", "@s_" + str(abs(hash(tuple(args))))]
