@@ -1,6 +1,7 @@
 """The app's jobs, called directly (no server, no browser): good inputs give images, bad ones one-line errors."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -153,3 +154,50 @@ def test_app_builds_without_a_server(demo):
     ids = {getattr(b, "elem_id", None) for b in app.blocks.values()}
     assert {"gen-run", "inp-editor", "out-run", "exp-run", "gen-status"} <= ids
     assert app.arpg_limits["max_queue"] == 4
+
+
+@pytest.fixture
+def tiny_control(editing_model, editing_tok, tmp_path):
+    """The tiny backend with a random ControlARPG (Canny, 16 px maps) in its Control tab."""
+    import torch
+    from arpg import ARPG
+
+    torch.manual_seed(2)
+    ctl = ARPG.from_preset("ARPG-tiny", vocab_size=editing_tok.codebook_size, grid_size=4, condition_channels=1,
+                           condition_stride=4, condition_kind="canny", condition_mode="replace").eval()
+    names = [f"class {i}" for i in range(editing_model.config.num_classes)]
+    return AppBackend(editing_model, editing_tok, names, out_dir=tmp_path, controls={"canny": ctl})
+
+
+def test_control_tab_from_an_image_or_an_uploaded_map(tiny_control):
+    rng = np.random.default_rng(4)
+    img = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    sc = tiny_control.sampling(steps=4)
+    r = tiny_control.run_control(img, None, "canny", "class 2", "keep", sc, seed=1)
+    assert r["result"].shape == (16, 16, 3) and r["condition"].shape == (16, 16, 1) and len(r["files"]) == 2
+    assert "canny map of the image" in r["report"]
+    edges = np.zeros((64, 64, 3), np.uint8)
+    edges[8:12] = 255  # row 2 of the 16 px map after area resizing
+    r = tiny_control.run_control(None, edges, "canny", "class 2", "drop", sc, seed=1)
+    assert "uploaded" in r["report"] and r["condition"][2, :, 0].max() == 255
+    record = json.loads((Path(r["files"][0]).parent / "record.json").read_text())
+    assert record["condition_guidance"] == "drop" and record["kind"] == "canny"
+
+
+def test_control_tab_bad_inputs(tiny_control, tiny):
+    sc = tiny.sampling(steps=4)
+    img = np.random.default_rng(5).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    with pytest.raises(ARPGError, match="--control-model"):
+        tiny.run_control(img, None, "canny", "class 1", "keep", sc, seed=0)
+    with pytest.raises(ARPGError, match="no ControlARPG weights for 'layout'"):
+        tiny_control.run_control(img, None, "layout", "class 1", "keep", sc, seed=0)
+    with pytest.raises(ARPGError, match="upload or pick an image"):
+        tiny_control.run_control(None, None, "canny", "class 1", "keep", sc, seed=0)
+    with pytest.raises(ARPGError, match="condition_guidance"):
+        tiny_control.run_control(img, None, "canny", "class 1", "sometimes", sc, seed=0)
+
+
+def test_a_control_model_must_have_a_condition_encoder(tiny_weights):
+    with pytest.raises(ARPGError, match="not a ControlARPG model"):
+        make_backend(str(tiny_weights / "arpg.safetensors"), str(tiny_weights / "vq.safetensors"),
+                     control_paths=[str(tiny_weights / "arpg.safetensors")])

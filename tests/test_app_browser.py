@@ -182,7 +182,18 @@ def test_app_in_a_real_browser(server, browser, tmp_path):
     print(f"[app] expand: {text} (page showed it after {took:.1f} s)")
     _shot(d, tmp_path, "app-expand")
 
-    # the app still serves after the bad input
+    # Control (the shipped ControlARPG demo weights): a bad input (no image), then an example's edges
+    _tab(d, "Control")
+    d.find_element(By.ID, "ctl-run").click()
+    _status(d, "ctl-status", "upload or pick an image")
+    _pick_example(d, "ctl-example", 4)
+    d.find_element(By.ID, "ctl-run").click()
+    took = _wait(d, "#ctl-result img")
+    text = _status(d, "ctl-status", "map of the image")
+    print(f"[app] control: {text} (page showed it after {took:.1f} s)")
+    _shot(d, tmp_path, "app-control")
+
+    # the app still serves after the bad inputs
     assert urllib.request.urlopen(server, timeout=5).status == 200
-    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["app-expand.png", "app-generate.png",
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["app-control.png", "app-expand.png", "app-generate.png",
                                                                "app-inpaint.png", "app-outpaint.png"]

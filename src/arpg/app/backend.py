@@ -20,7 +20,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..demo.assets import load_pair
+from ..data.conditions import CONDITION_KINDS
+from ..demo.assets import control_model_path, has_control_weights, load_pair
+from ..editing.control import condition_from_file, control_image
 from ..editing import expand_image, inpaint_image, outpaint_image
 from ..editing.canvas import MAX_CANVAS_FACTOR
 from ..editing.images import read_image
@@ -29,6 +31,7 @@ from ..errors import ARPGError
 from ..sampling import generate, resolve_sampling
 from ..sampling.settings import SamplingConfig
 from ..util.images import make_grid, make_strip, to_pil, to_uint8
+from ..weights_io import load_model
 from .classes import class_names, demo_examples
 
 #: Largest uploaded image side in pixels (before it is fitted to the model's size).
@@ -49,6 +52,7 @@ class AppBackend:
     tokenizer: Any
     class_names: list[str]
     examples: list[tuple[str, np.ndarray, int]] = field(default_factory=list)  # (caption, image, label)
+    controls: dict[str, Any] = field(default_factory=dict)  # condition kind -> ControlARPG model (Control tab)
     out_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="arpg-app-")))
 
     @property
@@ -245,6 +249,33 @@ class AppBackend:
         return dict(result=out, files=files, seconds=seconds,
                     report=f"{img.shape[0]}x{img.shape[1]} -> {out.shape[0]}x{out.shape[1]} in {seconds:.2f} s")
 
+    def run_control(self, image: Any, condition: Any, kind: str, label: Any, guidance: str, sc: SamplingConfig,
+                    seed: Any, fit: bool = True, on_step: Progress | None = None) -> dict[str, Any]:
+        """Generate under a condition: ``kind``'s map of ``image``, or the uploaded ``condition`` map."""
+        if not self.controls:
+            raise ARPGError("no ControlARPG weights are loaded: start the app with --control-model PATH")
+        if kind not in self.controls:
+            raise ARPGError(f"no ControlARPG weights for {kind!r} maps; loaded: {', '.join(self.controls)}")
+        model = self.controls[kind]
+        lab = self.parse_label(label)
+        img = None if image is None else self.source(image, fit)
+        cond = None
+        if condition is not None:
+            cond = condition_from_file(model, Image.fromarray(read_image(condition, 1)[..., 0]))
+        elif img is None:
+            raise ARPGError("upload or pick an image to take the condition from (or upload a condition map)")
+        t0 = time.perf_counter()
+        res = control_image(model, self.tokenizer, lab, image=None if cond is not None else img, condition=cond,
+                            condition_guidance=guidance, **self._kw(sc, seed, on_step))
+        seconds = time.perf_counter() - t0
+        out, view = res["images"][0], res["condition_view"]
+        files = self._save("control", [out, view], dict(label=lab, kind=kind, condition_guidance=guidance,
+                                                        condition="uploaded map" if cond is not None else "of the image",
+                                                        seed=seed, sampling=sc.to_dict()))
+        return dict(result=out, condition=view, files=files, seconds=seconds,
+                    report=f"{self.class_names[lab]!r} under the {kind} map "
+                           f"{'uploaded' if cond is not None else 'of the image'} in {seconds:.2f} s")
+
     def canvas_limit(self) -> int:
         """Largest canvas side in pixels the Outpaint tab offers (the editing size limit, square)."""
         g, f = self.model.config.grid_size, self.tokenizer.downsample
@@ -252,10 +283,24 @@ class AppBackend:
 
 
 def make_backend(model_path: str | None = None, tokenizer_path: str | None = None, *, device: Any = "cpu",
-                 names_file: str | None = None) -> AppBackend:
-    """Load a pair for the app: the given weights, or the shipped demo weights (with the held-out examples)."""
+                 names_file: str | None = None, control_paths: Sequence[str] = ()) -> AppBackend:
+    """Load a pair for the app: the given weights, or the shipped demo weights (with the held-out examples and
+    the shipped ControlARPG demo weights); ``control_paths`` add ControlARPG models for the Control tab."""
     is_demo = model_path is None
     model, tok = load_pair(model_path, tokenizer_path, torch.device(device))
     names = class_names(model.config.num_classes, is_demo=is_demo, names_file=names_file)
     examples = demo_examples() if is_demo else []
-    return AppBackend(model, tok, names, examples)
+    paths = [str(p) for p in control_paths]
+    if is_demo and not paths:
+        paths = [str(control_model_path(k)) for k in CONDITION_KINDS if has_control_weights(k)]
+    controls = {}
+    for p in paths:
+        m = load_model(p, device=torch.device(device))
+        if not m.config.controlled:
+            raise ARPGError(f"--control-model {p} has no condition encoder (it is not a ControlARPG model)")
+        if (m.config.grid_size, m.config.vocab_size) != (model.config.grid_size, model.config.vocab_size):
+            raise ARPGError(f"--control-model {p} has a {m.config.grid_size}x{m.config.grid_size} grid and "
+                            f"{m.config.vocab_size} codes; the app's model has {model.config.grid_size}x"
+                            f"{model.config.grid_size} and {model.config.vocab_size}")
+        controls[m.config.condition_kind or f"condition {len(controls) + 1}"] = m
+    return AppBackend(model, tok, names, examples, controls=controls)

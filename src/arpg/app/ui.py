@@ -1,4 +1,4 @@
-"""The gradio page of ``arpg app``: four tabs over :class:`~arpg.app.backend.AppBackend`.
+"""The gradio page of ``arpg app``: five tabs over :class:`~arpg.app.backend.AppBackend`.
 
 Jobs run one at a time per event (``concurrency_limit=1``: the model is shared and CPU cores are few), in
 a queue of at most ``max_queue`` waiting jobs; a button pressed again while its job is pending is ignored
@@ -145,6 +145,29 @@ def build_app(backend: AppBackend, *, max_queue: int = 16, title: str = "ARPG"):
             exp_result = gr.Image(label="result", interactive=False, elem_id="exp-result")
             exp_files = gr.File(label="download (PNG, native size)", file_count="multiple")
 
+        with gr.Tab("Control"):
+            kinds = list(backend.controls)
+            gr.Markdown("ControlARPG: the class follows a condition map made from the image (or one you upload)."
+                        if kinds else "No ControlARPG weights are loaded: start the app with --control-model PATH.")
+            with gr.Row():
+                ctl_example = gr.Dropdown(list(examples), value=None, label="held-out example", elem_id="ctl-example")
+                ctl_kind = gr.Dropdown(kinds, value=kinds[0] if kinds else None, label="condition", elem_id="ctl-kind")
+                ctl_label = gr.Dropdown(choices, value=choices[0], label="class", elem_id="ctl-label")
+                ctl_guidance = gr.Dropdown(["keep", "drop"], value="keep",
+                                           label="guidance's unconditional half: condition kept / dropped")
+                ctl_fit = gr.Checkbox(value=True, label=f"fit the image to {H}x{W}")
+            with gr.Row():
+                ctl_image = gr.Image(type="numpy", label="image (the condition is made from it)", sources=["upload"],
+                                     elem_id="ctl-image")
+                ctl_map = gr.Image(type="numpy", label="or: your own condition map (optional)", sources=["upload"],
+                                   elem_id="ctl-map")
+            ctl_button = gr.Button("Generate under the condition", variant="primary", elem_id="ctl-run")
+            ctl_status = gr.Markdown(elem_id="ctl-status")
+            with gr.Row():
+                ctl_cond = gr.Image(label="condition used", interactive=False, elem_id="ctl-condition")
+                ctl_result = gr.Image(label="result", interactive=False, elem_id="ctl-result")
+            ctl_files = gr.File(label="download (PNG, native size)", file_count="multiple")
+
         # -- events -----------------------------------------------------------------------------------
         def pick(caption):
             if caption not in examples:
@@ -157,6 +180,7 @@ def build_app(backend: AppBackend, *, max_queue: int = 16, title: str = "ARPG"):
                            inp_example, [inp_editor, inp_label])
         out_example.change(pick, out_example, [out_image, out_label])
         exp_example.change(pick, exp_example, [exp_image, exp_label])
+        ctl_example.change(pick, ctl_example, [ctl_image, ctl_label])
 
         def run_generate(labels, n, *rest, progress=gr.Progress()):
             sc = backend.sampling(*rest[:6])
@@ -178,6 +202,12 @@ def build_app(backend: AppBackend, *, max_queue: int = 16, title: str = "ARPG"):
             r = backend.run_expand(image, factor, label, sc, rest[6], fit, on_step=steps_progress(progress))
             return display(r["result"]), r["files"], r["report"]
 
+        def run_control(image, cmap, kind, label, guidance, fit, *rest, progress=gr.Progress()):
+            sc = backend.sampling(*rest[:6])
+            r = backend.run_control(image, cmap, kind, label, guidance, sc, rest[6], fit,
+                                    on_step=steps_progress(progress))
+            return display(r["condition"]), display(r["result"]), r["files"], r["report"]
+
         common = settings + [seed]
         event = dict(concurrency_limit=1, trigger_mode="once")
         gen_button.click(guarded(run_generate, 3), [gen_labels, per_class] + common,
@@ -188,6 +218,8 @@ def build_app(backend: AppBackend, *, max_queue: int = 16, title: str = "ARPG"):
                          [out_result, out_files, out_status], **event)
         exp_button.click(guarded(run_expand, 3), [exp_image, exp_factor, exp_label, exp_fit] + common,
                          [exp_result, exp_files, exp_status], **event)
+        ctl_button.click(guarded(run_control, 4), [ctl_image, ctl_map, ctl_kind, ctl_label, ctl_guidance, ctl_fit]
+                         + common, [ctl_cond, ctl_result, ctl_files, ctl_status], **event)
     app.queue(max_size=max_queue, default_concurrency_limit=1)
     app.arpg_limits = dict(max_queue=max_queue, max_file_size=MAX_FILE_SIZE, max_upload_side=MAX_UPLOAD_SIDE)
     return app

@@ -14,7 +14,7 @@ from ._common import device_name, input_file, int_range, weights_source
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("app", help="browser app: generate, inpaint / class-edit with a painted mask, outpaint, "
-                                   "expand (needs arpg[app])")
+                                   "expand, control (needs arpg[app])")
     p.add_argument("--model", type=weights_source, default=None,
                    help="ARPG weights (default: the shipped demo model)")
     p.add_argument("--tokenizer", type=weights_source, default=None,
@@ -22,6 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--class-names", type=input_file, default=None,
                    help="class names, one per line or a JSON list (default: the demo's animals, ImageNet's names "
                         "for 1000-class models, else 'class N')")
+    p.add_argument("--control-model", type=weights_source, action="append", default=None, metavar="PATH",
+                   help="ControlARPG weights for the Control tab, repeatable (default with the demo pair: the shipped "
+                        "demo-control-canny and demo-control-layout)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 serves the network)")
     p.add_argument("--port", type=int_range(1, 65535), default=7860, help="port (default 7860)")
@@ -39,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         raise ARPGError("give both --model and --tokenizer (or neither, for the shipped demo pair)")
     t0 = time.perf_counter()
     backend = make_backend(args.model, args.tokenizer, device=pick_device(args.device),
-                           names_file=args.class_names)
+                           names_file=args.class_names, control_paths=args.control_model or ())
     app = build_app(backend, max_queue=args.max_queue)
     print(f"arpg app: model and page ready in {time.perf_counter() - t0:.1f} s; serving on "
           f"http://{args.host}:{args.port} (Ctrl+C stops)", flush=True)

@@ -77,6 +77,10 @@ def write_demo_folders(model, tokenizer, card: dict[str, Any], *, write_weights:
     return paths
 
 
+def has_control_weights(kind: str) -> bool:
+    return is_pretrained_folder(WEIGHTS_DIR / f"demo-control-{kind}")
+
+
 def control_model_path(kind: str) -> Path:
     """The shipped ControlARPG demo weights for condition ``kind`` (the demo model fine-tuned with its maps)."""
     path = WEIGHTS_DIR / f"demo-control-{kind}"
