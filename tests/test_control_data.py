@@ -57,15 +57,21 @@ def test_user_maps_are_resized_and_bad_files_refused(tmp_path):
             read_condition_image(path, 1, 16)
 
 
-def test_code_set_keeps_each_crops_map_with_its_codes(tmp_path):
+@pytest.mark.parametrize("kind, packed", [("canny", True), ("depth", False)])
+def test_code_set_keeps_each_crops_map_with_its_codes(tmp_path, kind, packed):
+    """Binary kinds are stored 8 pixels per byte, others as they are; either way a crop's map comes back
+    exactly, with that crop's codes."""
     rng = np.random.default_rng(2)
     N, K = 7, 3
     codes = rng.integers(0, 16, (N, K, 16))
-    maps = rng.integers(0, 256, (N, K, 1, 8, 8)).astype(np.uint8)
+    maps = rng.integers(0, 256, (N, K, 1, 12, 12)).astype(np.uint8)
+    if packed:
+        maps = np.where(maps > 127, 255, 0).astype(np.uint8)
     write_code_set(tmp_path / "c", codes, rng.integers(0, 4, N), vocab_size=16, class_names=list("abcd"),
-                   shard_size=3, conditions=maps, condition_kind="canny")
+                   shard_size=3, conditions=maps, condition_kind=kind)
     ds = CodeDataset(tmp_path / "c")
-    assert ds.index.condition == {"kind": "canny", "channels": 1, "side": 8, "stride": 2}
+    assert ds.index.condition == {"kind": kind, "channels": 1, "side": 12, "stride": 3, "packed": packed}
+    assert np.load(tmp_path / "c" / "conditions-00000.npy").shape[-1] == (2 if packed else 12)
     idx, crops = np.array([6, 0, 4, 3]), np.array([2, 1, 0, 2])
     got = ds.get_conditions(idx, crops)
     assert torch.equal(got, torch.from_numpy(maps[idx, crops]).float() / 255)
@@ -73,7 +79,13 @@ def test_code_set_keeps_each_crops_map_with_its_codes(tmp_path):
     assert torch.equal(tokens, torch.from_numpy(codes[idx, crops]))
     with pytest.raises(ARPGError, match="uint8"):
         write_code_set(tmp_path / "d", codes, np.zeros(N), vocab_size=16, class_names=list("abcd"),
-                       conditions=maps.astype(np.float32), condition_kind="canny")
+                       conditions=maps.astype(np.float32), condition_kind=kind)
+
+
+def test_binary_maps_must_be_binary(tmp_path):
+    with pytest.raises(ARPGError, match="only 0 and 255"):
+        write_code_set(tmp_path / "c", np.zeros((2, 16), int), np.zeros(2), vocab_size=16, class_names=list("ab"),
+                       conditions=np.full((2, 1, 1, 4, 4), 7, np.uint8), condition_kind="layout")
 
 
 def test_extraction_stores_maps_aligned_with_the_ten_crops(folder, tmp_path):

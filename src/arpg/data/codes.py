@@ -5,12 +5,13 @@ Layout of a code folder::
     DIR/index.json           what is in the folder (see :class:`CodeIndex`)
     DIR/codes-00000.npy      uint16 (int32 if vocab > 65536) [count, num_crops, grid*grid], raster order
     DIR/labels-00000.npy     int64 [count]
-    DIR/conditions-00000.npy ControlARPG sets only: uint8 [count, num_crops, C, S, S] condition maps, one per crop
+    DIR/conditions-00000.npy ControlARPG sets only: uint8 [count, num_crops, C, S, S] condition maps, one per
+                             crop; binary kinds (canny, layout) packed 8 pixels per byte: [..., S, ceil(S/8)]
     ...                      a few large shards; read through numpy memory maps, never loaded whole
 
 ``index.json`` holds ``num_samples``, ``grid_size``, ``vocab_size``, ``num_crops``, ``crop_mode``,
 ``image_size``, ``class_names`` (label ``i`` = ``class_names[i]``), the list of shards with their counts and,
-for sets extracted with ``--condition``, ``condition``: ``{"kind", "channels", "side", "stride"}``.
+for sets extracted with ``--condition``, ``condition``: ``{"kind", "channels", "side", "stride", "packed"}``.
 
 Which crop a sample gives is a pure function of ``(seed, epoch, index)`` (a counter-based hash): random
 from epoch to epoch, but identical in every worker and every rank, and again after a resume.
@@ -29,7 +30,7 @@ import torch
 
 from ..errors import ARPGError
 from ..util.files import atomic_write, load_npy
-from .conditions import condition_stride, to_condition_tensor
+from .conditions import BINARY_KINDS, condition_stride, pack_maps, to_condition_tensor, unpack_maps
 
 INDEX_NAME = "index.json"
 FORMAT = "arpg-codes"
@@ -89,7 +90,7 @@ class CodeIndex:
     source: str | None = None
     tokenizer: str | None = None
     skipped: int = 0
-    condition: dict[str, Any] | None = None  # {"kind", "channels", "side", "stride"} of stored condition maps
+    condition: dict[str, Any] | None = None  # {"kind", "channels", "side", "stride", "packed"} of stored maps
     format: str = FORMAT
     version: int = VERSION
     extra: dict[str, Any] = field(default_factory=dict)
@@ -151,7 +152,13 @@ def condition_shard_name(shard_id: int) -> str:
 def condition_info(kind: str, image_size: int, grid: int, channels: int = 1) -> dict[str, Any]:
     """The index's description of stored condition maps of ``kind``."""
     from_kind = condition_stride(kind, image_size, grid)
-    return {"kind": kind, "channels": channels, "side": grid * from_kind, "stride": from_kind}
+    return {"kind": kind, "channels": channels, "side": grid * from_kind, "stride": from_kind,
+            "packed": kind in BINARY_KINDS}
+
+
+def stored_width(info: dict[str, Any]) -> int:
+    """Bytes per map row on disk (maps of binary kinds are bit-packed)."""
+    return -(-info["side"] // 8) if info.get("packed") else info["side"]
 
 
 def write_code_set(root: str | os.PathLike, codes: np.ndarray, labels: np.ndarray, *, vocab_size: int,
@@ -185,7 +192,10 @@ def write_code_set(root: str | os.PathLike, codes: np.ndarray, labels: np.ndarra
         side = conditions.shape[-1]
         if condition_kind is None or side % grid:
             raise ARPGError(f"conditions need their kind, and a side ({side}) that is a multiple of the grid ({grid})")
-        info = {"kind": condition_kind, "channels": int(conditions.shape[2]), "side": side, "stride": side // grid}
+        info = {"kind": condition_kind, "channels": int(conditions.shape[2]), "side": side, "stride": side // grid,
+                "packed": condition_kind in BINARY_KINDS}
+        if info["packed"]:
+            conditions = pack_maps(conditions)
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     shards = []
@@ -236,7 +246,7 @@ class CodeDataset(torch.utils.data.Dataset):
                 if "conditions" not in s:
                     raise ARPGError(f"{self.root}/index.json lists condition maps but shard {s['codes']} has none")
                 m = load_npy(self.root / s["conditions"], "condition shard", mmap=True)
-                want_m = (s["count"], self.index.num_crops, cond["channels"], cond["side"], cond["side"])
+                want_m = (s["count"], self.index.num_crops, cond["channels"], cond["side"], stored_width(cond))
                 if tuple(m.shape) != want_m:
                     raise ARPGError(f"shard {s['conditions']} of {self.root} has shape {list(m.shape)}, "
                                     f"index.json says {list(want_m)}")
@@ -306,12 +316,12 @@ class CodeDataset(torch.utils.data.Dataset):
             raise ARPGError(f"{self.root} holds no condition maps; extract them with arpg extract-codes --condition KIND")
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         crop = np.asarray(crops, dtype=np.int64).reshape(-1)
-        out = np.empty((len(idx), cond["channels"], cond["side"], cond["side"]), dtype=np.uint8)
+        out = np.empty((len(idx), cond["channels"], cond["side"], stored_width(cond)), dtype=np.uint8)
         shard = np.searchsorted(self._starts, idx, side="right") - 1
         for s in np.unique(shard):
             rows = np.flatnonzero(shard == s)
             out[rows] = self._conditions[s][idx[rows] - self._starts[s], crop[rows]]
-        return to_condition_tensor(out)
+        return to_condition_tensor(unpack_maps(out, cond["side"]) if cond.get("packed") else out)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         codes, labels = self.get([int(i)])

@@ -24,6 +24,8 @@ from PIL import Image
 from ..errors import ARPGError
 
 CONDITION_KINDS = ("canny", "layout")
+#: Kinds whose maps are binary (0 / 255): stored with 8 pixels per byte (np.packbits along the width).
+BINARY_KINDS = ("canny", "layout")
 CANNY_THRESHOLDS = (100, 200)
 LAYOUT_CONTRAST = 32
 
@@ -76,6 +78,18 @@ def make_condition(kind: str, image: Image.Image, grid: int) -> np.ndarray:
     if check_kind(kind) == "canny":
         return canny_map(image)
     return layout_map(image, grid)
+
+
+def pack_maps(maps: np.ndarray) -> np.ndarray:
+    """Binary uint8 maps [..., S, S] (0 / 255) -> bits [..., S, ceil(S / 8)] (8 pixels per byte)."""
+    if maps.size and not np.isin(maps, (0, 255)).all():
+        raise ARPGError("binary condition maps must hold only 0 and 255")
+    return np.packbits(maps > 0, axis=-1)
+
+
+def unpack_maps(bits: np.ndarray, side: int) -> np.ndarray:
+    """The inverse of :func:`pack_maps`: uint8 maps [..., S, S] of 0 / 255."""
+    return np.unpackbits(bits, axis=-1, count=side) * np.uint8(255)
 
 
 def to_condition_tensor(maps: np.ndarray) -> torch.Tensor:

@@ -34,7 +34,7 @@ from ..util.files import atomic_write
 from ..vq import load_tokenizer
 from . import animal_mnist as am
 from .codes import CodeIndex, code_dtype, condition_info, condition_shard_name, save_npy, shard_names
-from .conditions import condition_stride, make_condition
+from .conditions import BINARY_KINDS, condition_stride, make_condition, pack_maps
 from .crops import CROP_MODES, make_crops, to_model_input
 from .folder import read_rgb, scan_image_folder
 
@@ -305,8 +305,9 @@ def extract_codes(cfg: ExtractConfig, tokenizer=None, dist_info=None) -> Extract
             save_npy(out / cname, codes)
             save_npy(out / lname, labels)
             if cfg.condition is not None:
-                save_npy(out / condition_shard_name(c), maps if maps is not None else
-                         np.zeros((0, CROP_MODES[cfg.crops], 1, 1, 1), dtype=np.uint8))
+                if maps is None:  # every image of the chunk was skipped
+                    maps = np.zeros((0, CROP_MODES[cfg.crops], 1, 1, 1), dtype=np.uint8)
+                save_npy(out / condition_shard_name(c), pack_maps(maps) if cfg.condition in BINARY_KINDS else maps)
             meta = json.dumps({"chunk": c, "count": int(len(labels)), "items": len(span(c)), "skipped": skipped})
             atomic_write(chunk_json(out, c), lambda tmp: Path(tmp).write_text(meta))
         bar.close()

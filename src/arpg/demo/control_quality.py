@@ -4,7 +4,8 @@ For each condition kind with shipped weights, the condition maps of the 1000 hel
 are made exactly as training made them (:func:`arpg.data.conditions.make_condition`), and three image sets are
 scored against them:
 
-* **ControlARPG**: the fine-tuned model, each image under its held-out map and its class;
+* **ControlARPG**: the fine-tuned model, each image under its held-out map and its class, with guidance's
+  unconditional half keeping the condition (``keep``, the paper's) or dropping it too (``drop``);
 * **floor**: the unconditioned demo model with the same classes (what the condition adds);
 * **ceiling**: the tokenizer's reconstructions of the held-out images (the best any model working through
   this tokenizer can reach).
@@ -143,14 +144,16 @@ def control_table(kinds: list[str], seed: int = 0, fid: bool = False, log=print)
         for kind in kinds:
             model = load_model(WEIGHTS_DIR / f"demo-control-{kind}")
             conds = conditions_of(kind, src, g)
-            t = time.perf_counter()
-            codes = generate(model, labels, condition=torch.from_numpy(conds).float() / 255,
-                             generator=torch.Generator().manual_seed(seed), batch_size=250)
-            seconds = time.perf_counter() - t
-            with torch.no_grad():
-                images = to_uint8(tok.decode(codes, grid=(g, g), batch_size=250))
-            for name, imgs, sec in ((f"ControlARPG ({kind})", images, seconds),
-                                    ("unconditioned demo model (floor)", free, free_s),
+            sets = []
+            for how in ("keep", "drop"):
+                t = time.perf_counter()
+                codes = generate(model, labels, condition=torch.from_numpy(conds).float() / 255, condition_guidance=how,
+                                 generator=torch.Generator().manual_seed(seed), batch_size=250)
+                seconds = time.perf_counter() - t
+                with torch.no_grad():
+                    images = to_uint8(tok.decode(codes, grid=(g, g), batch_size=250))
+                sets.append((f"ControlARPG ({kind}), guidance {how}s the condition", images, seconds))
+            for name, imgs, sec in (*sets, ("unconditioned demo model (floor)", free, free_s),
                                     ("tokenizer reconstruction (ceiling)", recon, None)):
                 row = score(kind, name, imgs, conds, held_y, clf, held_f, g, fid_ref, work, sec, fids)
                 rows.append(row)
