@@ -201,3 +201,11 @@ def test_a_control_model_must_have_a_condition_encoder(tiny_weights):
     with pytest.raises(ARPGError, match="not a ControlARPG model"):
         make_backend(str(tiny_weights / "arpg.safetensors"), str(tiny_weights / "vq.safetensors"),
                      control_paths=[str(tiny_weights / "arpg.safetensors")])
+
+
+def test_the_demo_app_serves_the_shipped_control_models(demo):
+    assert set(demo.controls) == {"canny", "layout"}
+    caption, img, label = demo.examples[3]
+    r = demo.run_control(img, None, "layout", caption, "keep", demo.sampling(steps=8), seed=0)
+    assert r["result"].shape == (32, 32, 1) and r["condition"].shape == (32, 32, 1)
+    assert "layout map of the image" in r["report"]

@@ -45,9 +45,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="override one ARPGConfig field, e.g. --set resid_dropout=0 (repeatable)")
     g.add_argument("--init", default=None,
                    help="start from these weights (fine-tuning; ignored when resuming)")
-    g.add_argument("--condition", default=None, choices=CONDITION_KINDS,
-                   help="ControlARPG: train on the codes' condition maps of this kind (from extract-codes "
-                        "--condition); with --init the condition encoder starts fresh and the rest is fine-tuned")
+    g.add_argument("--condition", default=None, metavar="KIND",
+                   help="ControlARPG: train on the codes' condition maps of this kind (canny or layout from "
+                        "extract-codes --condition, or any kind written with arpg.data.codes.write_code_set; "
+                        f"built in: {', '.join(CONDITION_KINDS)}); with --init the condition encoder starts fresh "
+                        "and the rest is fine-tuned")
 
     g = p.add_argument_group("optimisation (published recipe by default)")
     g.add_argument("--batch-size", type=positive_int, default=None,

@@ -1,8 +1,9 @@
 """The embedded demo: class-conditional generation and zero-shot editing with the shipped weights.
 
 Writes into ``out``: ``samples.png`` (10 classes x 8 samples), ``inpaint.png``, ``outpaint.png``,
-``edit.png``, ``expand.png`` (before / mask / after strips on held-out images) and ``index.html``, a
-one-page report with every picture and its timing.
+``edit.png``, ``expand.png`` (before / mask / after strips on held-out images), ``control.png`` (ControlARPG:
+each held-out image, its Canny map and the result, then its layout map and the result, with the shipped
+control weights) and ``index.html``, a one-page report with every picture and its timing.
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ import torch
 
 from ..weights_io import load_model
 from ..data.animal_mnist import CLASS_NAMES, load_split, padded
+from ..data.conditions import CONDITION_KINDS
+from ..editing.control import control_image
 from ..editing.expand import expand_image
 from ..editing.images import edit_image, inpaint_image, outpaint_image
 from ..editing.save import known_view
 from ..sampling import generate, recommended_sampling
 from ..util.images import make_grid, make_strip, to_pil, to_uint8
 from ..vq import load_tokenizer
-from .assets import demo_card, demo_paths
+from .assets import control_model_path, demo_card, demo_paths, has_control_weights
 
 SCALE = 3  # enlarge the 32x32 pictures in the report
 
@@ -100,12 +103,28 @@ def _run_demo(out: str | Path, *, samples_per_class: int = 8, steps: int | None 
         r = expand_image(model, tok, img, label=lab, generator=gen, **recipe)
         timings["expand"] += time.perf_counter() - t
         rows["expand"].append(make_strip([r["upsampled"], r["images"][0]]))
+    # (c) ControlARPG: the same held-out images' maps, with the shipped fine-tunes
+    kinds = [k for k in CONDITION_KINDS if has_control_weights(k)] if model_path is None else []
+    if kinds:
+        controls = {k: load_model(control_model_path(k)) for k in kinds}
+        timings["control"] = 0.0
+        rows["control"] = []
+        for img, lab in zip(src, held_labels[pick]):
+            parts = [img]
+            for k, ctl in controls.items():
+                t = time.perf_counter()
+                r = control_image(ctl, tok, int(lab), image=img, generator=gen, **recipe)
+                timings["control"] += (time.perf_counter() - t) / len(kinds)
+                parts += [r["condition_view"], r["images"][0]]
+            rows["control"].append(make_strip(parts))
     texts = {
         "inpaint": "Inpainting the centre: source, known cells (grey = regenerated), result — same class.",
         "edit": "Class edit: the top half regenerated under class (label + 5) mod 10.",
         "outpaint": f"Outpainting to a {size}x{2 * size} canvas ({2 * g} cells wide) with sliding {g}x{g} windows.",
         "expand": "Resolution expansion 2x (method 'dense'): bicubic upsample, a checkerboard of its codes kept, the "
                   "rest decoded in one context at interpolated positions.",
+        "control": "ControlARPG (" + " and ".join(f"demo-control-{k}" for k in kinds) + "): the source, then for each "
+                   "condition kind its map of the source and an image of the same class generated under it.",
     }
     for k, strips in rows.items():
         w = max(s.shape[1] for s in strips)
