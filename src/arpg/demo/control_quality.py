@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -35,9 +34,8 @@ from PIL import Image
 
 from ..data.animal_mnist import load_split, padded
 from ..data.conditions import make_condition
-from ..eval.evaluate import evaluate
 from ..eval.fid import feature_stats, frechet_distance
-from ..eval.npz import write_npz
+from ..eval.inception import load_inception
 from ..sampling.sampler import generate
 from ..util.images import from_uint8, make_grid, to_pil, to_uint8
 from ..vq import load_tokenizer
@@ -95,23 +93,33 @@ def _fd(a: np.ndarray, b: np.ndarray) -> float:
     return float(frechet_distance(*feature_stats(a), *feature_stats(b)))
 
 
-def _fid(images: np.ndarray, ref_npz: Path, work: Path, name: str) -> float:
-    path = write_npz(work / f"{name}.npz", np.repeat(images, 3, axis=-1))
-    return float(evaluate(path, ref_npz, device="cpu", with_pr=False)["fid"])
+class InceptionFID:
+    """The standard FID (2015-12-05 Inception, as ``arpg eval`` computes it) against fixed reference images,
+    whose statistics are computed once (grayscale images are repeated to RGB, as for the demo's FID)."""
+
+    def __init__(self, reference: np.ndarray):
+        self.net = load_inception(None, device="cpu", batch_size=50)
+        self.ref = feature_stats(self._features(reference))
+
+    def _features(self, images: np.ndarray) -> np.ndarray:
+        return self.net.features(np.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images)[0]
+
+    def __call__(self, images: np.ndarray) -> float:
+        return float(frechet_distance(*feature_stats(self._features(images)), *self.ref))
 
 
 def score(kind: str, name: str, images: np.ndarray, conditions: np.ndarray, labels: np.ndarray, clf, held_f,
-          grid: int, fid_ref: Path | None, work: Path, seconds: float | None,
+          grid: int, fid: InceptionFID | None, seconds: float | None,
           fids: dict[str, float] | None = None) -> dict[str, Any]:
     """One table row; ``fids`` caches the FID of image sets shared by several kinds (floor, ceiling)."""
     pred, feats = predict(clf, images)
     row = dict(kind=kind, images=name, fidelity=round(fidelity(kind, images, conditions, grid), 4),
                fidelity_metric="edge F1 (1 px)" if kind == "canny" else "layout IoU",
                class_accuracy=round(float((pred == labels).mean()), 4), classifier_frechet=round(_fd(feats, held_f), 3))
-    if fid_ref is not None:
+    if fid is not None:
         fids = {} if fids is None else fids
         if name not in fids:
-            fids[name] = round(_fid(images, fid_ref, work, f"set{len(fids)}"), 2)
+            fids[name] = round(fid(images), 2)
         row["fid"] = fids[name]
     if seconds is not None:
         row["seconds"] = round(seconds, 1)
@@ -131,33 +139,29 @@ def control_table(kinds: list[str], seed: int = 0, fid: bool = False, log=print)
         recon = to_uint8(tok.decode(tok.encode(from_uint8(src), batch_size=250), batch_size=250))
     labels = torch.from_numpy(held_y)
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        fid_ref, fids = None, {}
-        if fid:
-            fid_ref = write_npz(work / "heldout.npz", np.repeat(src, 3, axis=-1))
-        t = time.perf_counter()
-        free_codes = generate(plain, labels, generator=torch.Generator().manual_seed(seed), batch_size=250)
-        free_s = time.perf_counter() - t
-        with torch.no_grad():
-            free = to_uint8(tok.decode(free_codes, grid=(g, g), batch_size=250))
-        for kind in kinds:
-            model = load_model(WEIGHTS_DIR / f"demo-control-{kind}")
-            conds = conditions_of(kind, src, g)
-            sets = []
-            for how in ("keep", "drop"):
-                t = time.perf_counter()
-                codes = generate(model, labels, condition=torch.from_numpy(conds).float() / 255, condition_guidance=how,
-                                 generator=torch.Generator().manual_seed(seed), batch_size=250)
-                seconds = time.perf_counter() - t
-                with torch.no_grad():
-                    images = to_uint8(tok.decode(codes, grid=(g, g), batch_size=250))
-                sets.append((f"ControlARPG ({kind}), guidance {how}s the condition", images, seconds))
-            for name, imgs, sec in (*sets, ("unconditioned demo model (floor)", free, free_s),
-                                    ("tokenizer reconstruction (ceiling)", recon, None)):
-                row = score(kind, name, imgs, conds, held_y, clf, held_f, g, fid_ref, work, sec, fids)
-                rows.append(row)
-                log(json.dumps(row))
+    fid_net, fids = (InceptionFID(src) if fid else None), {}
+    t = time.perf_counter()
+    free_codes = generate(plain, labels, generator=torch.Generator().manual_seed(seed), batch_size=250)
+    free_s = time.perf_counter() - t
+    with torch.no_grad():
+        free = to_uint8(tok.decode(free_codes, grid=(g, g), batch_size=250))
+    for kind in kinds:
+        model = load_model(WEIGHTS_DIR / f"demo-control-{kind}")
+        conds = conditions_of(kind, src, g)
+        sets = []
+        for how in ("keep", "drop"):
+            t = time.perf_counter()
+            codes = generate(model, labels, condition=torch.from_numpy(conds).float() / 255, condition_guidance=how,
+                             generator=torch.Generator().manual_seed(seed), batch_size=250)
+            seconds = time.perf_counter() - t
+            with torch.no_grad():
+                images = to_uint8(tok.decode(codes, grid=(g, g), batch_size=250))
+            sets.append((f"ControlARPG ({kind}), guidance {how}s the condition", images, seconds))
+        for name, imgs, sec in (*sets, ("unconditioned demo model (floor)", free, free_s),
+                                ("tokenizer reconstruction (ceiling)", recon, None)):
+            row = score(kind, name, imgs, conds, held_y, clf, held_f, g, fid_net, sec, fids)
+            rows.append(row)
+            log(json.dumps(row))
     return rows
 
 

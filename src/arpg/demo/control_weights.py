@@ -1,6 +1,6 @@
 """Shipping a ControlARPG fine-tune of the demo model as ``arpg/weights/demo-control-KIND/``.
 
-The run's EMA weights are stored in float16 (2.6M parameters: 5.3 MB instead of 10.5 MB; they load into a
+The run's EMA weights are stored in float16 (2.7M parameters: about 5.4 MB instead of 10.8 MB; they load into a
 float32 model, and every figure of the card was measured with these very float16-rounded weights), with the
 demo recipe as the recommended sampling, a model card, and an entry in ``control_card.json`` (the commands,
 steps, final loss and wall time of the run).
