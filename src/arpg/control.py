@@ -7,7 +7,8 @@ class-conditional model is fine-tuned with the encoder. Two ways are offered (``
 
 * ``"add"`` (default): query input = [MASK] (+ class) + feature. The encoder's last layer starts at zero, so
   a fine-tune starts *exactly* at the class-conditional model and only moves as far as the condition helps;
-  a row without a condition is the plain model. Chosen as the default for short fine-tunes on a CPU.
+  a row without a condition is the plain model. The default: in a pilot (benchmarks/results/control_pilot.md)
+  it led early and was level by step 600.
 * ``"replace"``: query input = feature (+ class), the paper's wording; a row without a condition falls back
   to the [MASK] embedding. The encoder starts random, so the first steps undo part of the pretrained queries.
 
