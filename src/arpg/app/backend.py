@@ -261,7 +261,7 @@ class AppBackend:
         img = None if image is None else self.source(image, fit)
         cond = None
         if condition is not None:
-            cond = condition_from_file(model, Image.fromarray(read_image(condition, 1)[..., 0]))
+            cond = condition_from_file(model, np.asarray(condition, dtype=np.uint8))
         elif img is None:
             raise ARPGError("upload or pick an image to take the condition from (or upload a condition map)")
         t0 = time.perf_counter()

@@ -97,12 +97,14 @@ def to_condition_tensor(maps: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(maps, dtype=np.uint8)).float().div_(255.0)
 
 
-def read_condition_image(path: str | Path | Image.Image, channels: int, side: int) -> torch.Tensor:
+def read_condition_image(path: str | Path | Image.Image | np.ndarray, channels: int, side: int) -> torch.Tensor:
     """A user-supplied condition map (any kind, e.g. a depth map made elsewhere) as float [C, side, side] in
     [0, 1]: converted to ``channels`` (1 = gray, 3 = RGB) and resized to ``side`` (BOX when shrinking, NEAREST
     when enlarging, so binary maps stay binary). Non-square maps are refused rather than distorted."""
     if isinstance(path, Image.Image):
         image = path
+    elif isinstance(path, np.ndarray):  # uint8 [H, W] or [H, W, C], e.g. an upload in the app
+        image = Image.fromarray(path[..., 0] if path.ndim == 3 and path.shape[-1] == 1 else path)
     else:
         p = Path(path)
         if not p.exists():

@@ -33,6 +33,16 @@ def image_side(model, tok) -> int:
     return model.config.grid_size * tok.downsample
 
 
+def model_image(model, tok, image: Any) -> np.ndarray:
+    """``image`` (path / PIL / array) as uint8 [H, W, C] in the tokenizer's channels, at the model's size."""
+    img = read_image(image, tok.config.in_channels)
+    side = image_side(model, tok)
+    if img.shape[:2] != (side, side):
+        raise ARPGError(f"the image is {img.shape[1]}x{img.shape[0]}; the model works on {side}x{side} "
+                        "(resize it, or use --fit)")
+    return img
+
+
 def condition_from_image(model, tok, image: Any, kind: str | None = None) -> torch.Tensor:
     """The model's kind of condition map made from ``image`` (path / PIL / array at the model's image size):
     float [C, S, S] in [0, 1]. ``kind`` (optional) must be the one the model was trained on."""
@@ -44,11 +54,7 @@ def condition_from_image(model, tok, image: Any, kind: str | None = None) -> tor
     if trained and kind != trained:
         raise ARPGError(f"this model was trained on {trained!r} maps, not {kind!r}: pass --kind {trained}, or "
                         "give a map you made with --condition")
-    img = read_image(image, tok.config.in_channels)
-    side = image_side(model, tok)
-    if img.shape[:2] != (side, side):
-        raise ARPGError(f"the image is {img.shape[1]}x{img.shape[0]}; the model works on {side}x{side} "
-                        "(resize it, or use --fit)")
+    img = model_image(model, tok, image)
     pil = Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)
     maps = to_condition_tensor(make_condition(kind, pil, cfg.grid_size))
     if maps.shape[0] != cfg.condition_channels or maps.shape[-1] != cfg.condition_side:
@@ -89,8 +95,9 @@ def control_image(model, tok, label: int, *, image: Any = None, kind: str | None
         raise ARPGError(f"condition_guidance must be one of {CONDITION_GUIDANCE}, got {condition_guidance!r}")
     if condition is None and image is None:
         raise ARPGError("give an image to make the condition from, or a condition map")
+    img = None if image is None else model_image(model, tok, image)  # read once: condition and kept cells
     if condition is None:
-        cond = condition_from_image(model, tok, image, kind)
+        cond = condition_from_image(model, tok, img, kind)
     elif isinstance(condition, torch.Tensor):
         cond = condition
     else:
@@ -101,13 +108,10 @@ def control_image(model, tok, label: int, *, image: Any = None, kind: str | None
     gen_kw = dict(condition=cond.to(device), condition_guidance=condition_guidance, **sampling)
     known = None
     if mask is not None or box is not None:
-        if image is None:
+        if img is None:
             raise ARPGError("a mask or box keeps the image's other cells: give the image too")
         if mask is not None and box is not None:
             raise ARPGError("give a mask or a box, not both")
-        img = read_image(image, tok.config.in_channels)
-        if img.shape[:2] != (side, side):
-            raise ARPGError(f"the image is {img.shape[1]}x{img.shape[0]}; the model works on {side}x{side}")
         pix = box_mask(side, side, box) if box is not None else load_mask(mask, side, side)
         unknown = torch.from_numpy(cell_mask(pix, tok.downsample)).reshape(-1)
         if not bool(unknown.any()):
