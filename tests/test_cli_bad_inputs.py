@@ -381,6 +381,7 @@ CASES: dict[str, list[tuple[list[str], str]]] = {
         (["--condition", "WIDE", "--label", "1"], "must be square"),
         (["IMG", "--condition", "CMAP", "--kind", "canny", "--label", "1"], "drop one"),
         (["--condition", "CMAP", "--label", "1", "--box", "0,0,8,8"], "give IMAGE"),
+        (["IMG", "--condition", "CMAP", "--label", "1"], "IMAGE would be unused"),
         (["IMG30", "--label", "1"], "the model works on 16x16"),
         (["IMG", "--label", "99"], "label must be in 0..9"),
         (["IMG", "--label", "1", "--steps", "0"], "must be >= 1"),

@@ -67,6 +67,9 @@ def run(args: argparse.Namespace) -> int:
         raise ARPGError("--kind makes the condition from IMAGE; with --condition the map is given: drop one")
     if (args.mask or args.box) and args.image is None:
         raise ARPGError("--mask/--box keep IMAGE's other cells: give IMAGE")
+    if args.image is not None and args.condition is not None and not (args.mask or args.box):
+        raise ARPGError("with --condition the map is given, so IMAGE would be unused: drop IMAGE, or add "
+                        "--mask/--box to keep its other cells")
     device = pick_device(args.device)
     model_path = args.model if args.model is not None else str(control_model_path(args.kind or "canny"))
     model, tok = load_pair(model_path, args.tokenizer, device)
