@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+import arpg.sampling.resources as resources_mod
 import arpg.sampling.sampler as gen_mod
 from arpg import ARPGError, generate
 from arpg.sampling.guidance import filter_logits
@@ -213,7 +214,7 @@ def test_explicit_step_list_sets_steps(tiny_model):
 
 
 def test_memory_check_refuses_a_batch_that_cannot_fit(tiny_model, monkeypatch):
-    monkeypatch.setattr(gen_mod, "available_memory", lambda device: 10 * 2**20)  # 10 MiB free
+    monkeypatch.setattr(resources_mod, "available_memory", lambda device: 10 * 2**20)  # 10 MiB free
     with pytest.raises(ARPGError, match="use a batch size of at most"):
         generate(tiny_model, torch.arange(4000) % 10, generator=_gen(0), steps=8)
     generate(tiny_model, torch.arange(4) % 10, generator=_gen(0), steps=8)  # a small one still runs
@@ -222,7 +223,7 @@ def test_memory_check_refuses_a_batch_that_cannot_fit(tiny_model, monkeypatch):
 def test_low_precision_generation_converts_the_weights_once(tiny_model):
     """dtype=bf16 on a float32 model runs a bf16 copy of the parameters (made once, refreshed when a weight
     changes), with the same draws as a model converted by hand; the model's own state is untouched."""
-    from arpg.sampling.sampler import cast_weights
+    from arpg.sampling.resources import cast_weights
 
     keys = list(tiny_model.state_dict())
     a = generate(tiny_model, [1, 2], steps=8, cfg_scale=2.0, dtype=torch.bfloat16, generator=_gen(3))

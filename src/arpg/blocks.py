@@ -72,10 +72,11 @@ class CrossAttention(nn.Module):
         self.proj = nn.Linear(cfg.dim, cfg.dim, bias=False)
 
     def forward(self, x: torch.Tensor, rope: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                is_causal: bool) -> torch.Tensor:
+                is_causal: bool, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         B, T, _ = x.shape
         q = apply_rope(self.to_q(x).view(B, T, self.n_head, self.head_dim), rope).transpose(1, 2)
-        y = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), is_causal=is_causal)
+        y = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=attn_mask,
+                                           is_causal=is_causal)
         return self.proj(y.transpose(1, 2).reshape(B, T, -1))
 
 
@@ -115,14 +116,28 @@ class SelfBlock(_Block):
         x = x + self.resid_dropout(self.attn.out(y))
         return x + self.resid_dropout(self.ffn(self.ffn_norm(x)))
 
+    def forward_static(self, x: torch.Tensor, rope: torch.Tensor, cache_k: torch.Tensor, cache_v: torch.Tensor,
+                       positions: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+        """Static-shape step: write this step's keys/values at ``positions`` [T] (a tensor, so a compiled
+        graph does not depend on where the step is) and attend over the cache's first ``W`` slots,
+        ``visible`` [T, W] saying which of them each new token may see."""
+        q, k, v = self.attn.qkv(self.attn_norm(x), rope)
+        cache_k.index_copy_(2, positions, k.to(cache_k.dtype))
+        cache_v.index_copy_(2, positions, v.to(cache_v.dtype))
+        W = visible.shape[-1]
+        keys, values = cache_k[:, :, :W].to(q.dtype), cache_v[:, :, :W].to(q.dtype)
+        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=visible)
+        x = x + self.resid_dropout(self.attn.out(y))
+        return x + self.resid_dropout(self.ffn(self.ffn_norm(x)))
+
 
 class CrossBlock(_Block):
     def __init__(self, cfg: ARPGConfig):
         super().__init__(cfg, CrossAttention(cfg))
 
     def forward(self, x: torch.Tensor, rope: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                is_causal: bool) -> torch.Tensor:
-        x = x + self.resid_dropout(self.attn(self.attn_norm(x), rope, k, v, is_causal))
+                is_causal: bool, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.resid_dropout(self.attn(self.attn_norm(x), rope, k, v, is_causal, attn_mask))
         return x + self.resid_dropout(self.ffn(self.ffn_norm(x)))
 
 

@@ -14,8 +14,10 @@ import torch
 
 @dataclass
 class KVCache:
-    self_k: torch.Tensor  # [L_self, B, H, S, D]
-    self_v: torch.Tensor
+    # One [B, H, S, D] tensor per self layer, each its own allocation: a compiled step writes into them in
+    # place, which torch.compile does cheaply for separate tensors and by copying whole caches for views.
+    self_k: list[torch.Tensor]
+    self_v: list[torch.Tensor]
     shared_k: torch.Tensor  # [B, H, S, D]
     shared_v: torch.Tensor
     length: int = 0
@@ -26,22 +28,24 @@ class KVCache:
 
     @classmethod
     def allocate(cls, n_self_layers: int, batch: int, n_head: int, max_len: int, head_dim: int,
-                 dtype: torch.dtype, device: torch.device | str) -> "KVCache":
-        shape = (n_self_layers, batch, n_head, max_len, head_dim)
+                 dtype: torch.dtype, device: torch.device | str, zeroed: bool = False) -> "KVCache":
+        """``zeroed``: fill with zeros (the static-shape steps attend to unwritten slots with weight 0)."""
+        shape = (batch, n_head, max_len, head_dim)
+        new = torch.zeros if zeroed else torch.empty
         return cls(
-            self_k=torch.empty(shape, dtype=dtype, device=device),
-            self_v=torch.empty(shape, dtype=dtype, device=device),
-            shared_k=torch.empty(shape[1:], dtype=dtype, device=device),
-            shared_v=torch.empty(shape[1:], dtype=dtype, device=device),
+            self_k=[new(shape, dtype=dtype, device=device) for _ in range(n_self_layers)],
+            self_v=[new(shape, dtype=dtype, device=device) for _ in range(n_self_layers)],
+            shared_k=new(shape, dtype=dtype, device=device),
+            shared_v=new(shape, dtype=dtype, device=device),
         )
 
     @property
     def capacity(self) -> int:
-        return self.self_k.shape[3]
+        return self.shared_k.shape[2]
 
     @property
     def batch(self) -> int:
-        return self.self_k.shape[1]
+        return self.shared_k.shape[0]
 
     def rows(self, stop: int) -> "KVCache":
         """A view of the first ``stop`` rows (same memory, same length): guidance keeps the conditional rows
@@ -49,5 +53,6 @@ class KVCache:
         def head(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t[:stop]
 
-        return KVCache(self.self_k[:, :stop], self.self_v[:, :stop], self.shared_k[:stop], self.shared_v[:stop],
+        return KVCache([t[:stop] for t in self.self_k], [t[:stop] for t in self.self_v], self.shared_k[:stop],
+                       self.shared_v[:stop],
                        self.length, head(self.class_ids), head(self.condition), head(self.condition_active))

@@ -222,12 +222,13 @@ class ARPG(nn.Module, PretrainedMixin):
     # Decoding pieces
     # ---------------------------------------------------------------------------------------------
     def new_cache(self, batch: int, dtype: torch.dtype | None = None, device: torch.device | str | None = None,
-                  max_len: int | None = None) -> KVCache:
-        """Allocate a cache for ``batch`` rows holding the class token and up to every cell."""
+                  max_len: int | None = None, zeroed: bool = False) -> KVCache:
+        """Allocate a cache for ``batch`` rows holding the class token and up to every cell (``max_len``
+        slots when given; ``zeroed`` for the static-shape steps of :mod:`arpg.static_decode`)."""
         cfg = self.config
         p = self.embeddings.weight
         return KVCache.allocate(cfg.n_layer // 2, batch, cfg.n_head, max_len or cfg.n_cells + 1, cfg.head_dim,
-                                dtype or p.dtype, device or p.device)
+                                dtype or p.dtype, device or p.device, zeroed)
 
     def extend(self, ids: torch.Tensor, cells: torch.Tensor, cache: KVCache, attention: str = "block") -> None:
         """Pass 1 over new tokens, appending their keys/values to ``cache``.

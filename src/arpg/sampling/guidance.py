@@ -50,13 +50,25 @@ def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float |
 TOKEN_DRAWS = ("multinomial", "inverse-cdf")
 
 
+def pick_by_uniform(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF pick: for ``probs`` [N, V] and uniforms ``u`` [N, 1] in [0, 1), the index [N, 1] whose
+    cumulative-sum interval holds ``u`` (scaled by the row's total mass)."""
+    cdf = probs.cumsum(dim=-1)
+    return torch.searchsorted(cdf, u.to(cdf.dtype) * cdf[:, -1:], right=True).clamp_max(probs.shape[-1] - 1)
+
+
 def draw_inverse_cdf(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """One index per row of ``probs`` [N, V] with probability ``probs`` (exactly the distribution of
     ``torch.multinomial``): one uniform per row, located in the row's cumulative sums. It draws N random
     numbers where multinomial draws N x V, and reads nothing back to the host."""
-    cdf = probs.cumsum(dim=-1)
-    u = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device, dtype=cdf.dtype) * cdf[:, -1:]
-    return torch.searchsorted(cdf, u, right=True).clamp_max(probs.shape[-1] - 1)
+    u = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device, dtype=probs.dtype)
+    return pick_by_uniform(probs, u)
+
+
+def token_probs(logits: torch.Tensor, temperature: float | torch.Tensor = 1.0, top_k: int | None = None,
+                top_p: float | None = None) -> torch.Tensor:
+    """float32 probabilities [..., V] the sampler draws from: ``logits / temperature``, filtered, softmax."""
+    return filter_logits(logits.float() / temperature, top_k, top_p).softmax(dim=-1)
 
 
 def sample_tokens(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
@@ -65,8 +77,7 @@ def sample_tokens(logits: torch.Tensor, temperature: float = 1.0, top_k: int | N
     """Sample one token per row of ``logits`` [..., V]; returns LongTensor [...] (and, with
     ``return_probs``, the probability each drawn token had: the sampler's confidence). ``draw``:
     ``"multinomial"`` (the published draw) or ``"inverse-cdf"`` (same distribution, one uniform per token)."""
-    logits = filter_logits(logits.float() / temperature, top_k, top_p)
-    probs = logits.softmax(dim=-1)
+    probs = token_probs(logits, temperature, top_k, top_p)
     flat = probs.reshape(-1, probs.shape[-1])
     if draw == "inverse-cdf":
         tokens = draw_inverse_cdf(flat, generator)

@@ -15,6 +15,7 @@ import torch
 from ..errors import ARPGError
 from ..util.devices import parse_dtype
 from ..util.images import make_grid, save_images, to_pil, to_uint8
+from .compiled import compile_report
 from .sampler import generate
 from .settings import SamplingConfig
 
@@ -47,15 +48,24 @@ def prepare_sample_folder(out: Path) -> list[Path]:
 
 def write_sample(model, tok, labels: torch.Tensor, sampling: SamplingConfig, out: Path, *, stale: list[Path],
                  seed: int = 0, dtype_name: str = "fp32", batch_size: int = 32, save_codes: bool = False,
-                 record: dict[str, Any] | None = None) -> dict[str, Any]:
+                 record: dict[str, Any] | None = None, compile: bool | str = False) -> dict[str, Any]:
     """Sample ``labels`` with ``sampling`` into ``out`` (the ``stale`` files of an earlier sample there are
-    removed once the new one is decoded); returns the record written to ``sample.json``."""
+    removed once the new one is decoded); returns the record written to ``sample.json``. With ``compile``
+    (see :func:`~arpg.sampling.generate`) the record also gives the compile time inside ``seconds``."""
     device = model.embeddings.weight.device
     gen = torch.Generator(device=device).manual_seed(seed)
+    dtype = parse_dtype(dtype_name)
+    before = compile_report(model)["compile_seconds"]
     t0 = time.perf_counter()
-    codes = generate(model, labels, sampling=sampling, generator=gen, dtype=parse_dtype(dtype_name),
-                     batch_size=batch_size, progress=True)
+    codes = generate(model, labels, sampling=sampling, generator=gen, dtype=dtype, batch_size=batch_size,
+                     progress=True, compile=compile)
     seconds = time.perf_counter() - t0
+    if compile:  # graphs live on the model generate ran (a cast copy for --dtype bf16 / fp16)
+        ran = model.__dict__.get("_cast_weights", (None, model))[1] if dtype not in (None, torch.float32) else model
+        report = compile_report(ran)
+        spent = report["compile_seconds"] - (before if ran is model else 0.0)
+        record = dict(record or {}, compile=dict(mode="frozen" if compile == "frozen" else "on",
+                                                 graphs=report["graphs"], compile_seconds=round(spent, 3)))
     with torch.no_grad():
         images = to_uint8(tok.decode(codes, grid=(model.config.grid_size,) * 2, batch_size=batch_size))
     for p in stale:

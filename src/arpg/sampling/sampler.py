@@ -15,7 +15,6 @@ returned unchanged.
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 from typing import Any, Callable, Sequence
 
@@ -25,6 +24,8 @@ from tqdm.auto import tqdm
 from ..control import CONDITION_GUIDANCE, check_condition
 from ..errors import ARPGError
 from ..model import ARPG
+from .compiled import COMPILE_MODES, StaticSteps, static_steps
+from .resources import cast_weights, check_memory
 from .guidance import apply_guidance, guidance_weight, sample_tokens
 from .orders import make_orders
 from .recipes import recommended_sampling
@@ -36,63 +37,6 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
     if dtype is None or dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def cast_weights(model: ARPG, dtype: torch.dtype) -> ARPG:
-    """A copy of ``model`` whose parameters are ``dtype`` (buffers such as the RoPE table stay float32), made
-    once and kept on the model until any parameter changes (moved, trained: in-place updates bump a
-    tensor's version). Low-precision weights need no autocast, which re-casts every weight on every call."""
-    key = (dtype, id(model), tuple((p.data_ptr(), p._version) for p in model.parameters()))
-    hit = model.__dict__.get("_cast_weights")
-    if hit is not None and hit[0] == key:
-        return hit[1]
-    model.__dict__.pop("_cast_weights", None)  # never copy an old copy along
-    twin = copy.deepcopy(model)
-    with torch.no_grad():
-        for p in twin.parameters():
-            p.data = p.data.to(dtype)
-    model.__dict__["_cast_weights"] = (key, twin)  # a plain attribute: not a submodule, not in state_dict
-    return twin
-
-
-def available_memory(device: torch.device) -> int | None:
-    """Bytes free for a new allocation on ``device`` (None when unknown)."""
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def sampling_bytes(cfg, rows: int, max_queries: int, itemsize: int) -> int:
-    """A lower estimate of the memory one decoding batch of ``rows`` (guidance doubles them) needs: the
-    preallocated KV cache of every Pass-1 layer plus the shared Pass-2 keys/values, and the float32 logits,
-    probabilities and filtering copies of the widest step."""
-    seq = cfg.n_cells + 1
-    cache = rows * seq * cfg.dim * 2 * (cfg.n_layer // 2 + 1) * itemsize
-    logits = rows * max_queries * cfg.vocab_size * 4 * 3
-    return cache + logits
-
-
-def check_memory(model: ARPG, batch: int, guided: bool, max_queries: int, dtype: torch.dtype | None) -> None:
-    """Refuse, with one line, a batch whose decoding cannot fit in the device's free memory."""
-    device = model.embeddings.weight.device
-    free = available_memory(device)
-    if free is None:
-        return
-    itemsize = (dtype if dtype not in (None, torch.float32) else model.embeddings.weight.dtype).itemsize
-    rows = batch * (2 if guided else 1)
-    need = sampling_bytes(model.config, rows, max_queries, itemsize)
-    if need > 0.9 * free:
-        per = sampling_bytes(model.config, 2 if guided else 1, max_queries, itemsize)
-        fits = max(1, int(0.9 * free // per))
-        raise ARPGError(f"a decoding batch of {batch} needs about {need / 2**30:.1f} GiB but {device} has "
-                        f"{free / 2**30:.1f} GiB free; use a batch size of at most {fits}")
 
 
 def resolve_sampling(model: ARPG, sampling: SamplingConfig | None = None, **given: Any) -> SamplingConfig:
@@ -145,6 +89,7 @@ def generate(
     batch_size: int | None = None,
     progress: bool = False,
     on_step: Callable[[int, int], None] | None = None,
+    compile: bool | str = False,
 ) -> torch.Tensor:
     """Sample codes with randomized parallel decoding.
 
@@ -195,6 +140,11 @@ def generate(
         on_step: called as ``on_step(done, total)`` after every decoding step (refinement rounds included)
             of each group of rows decoded together (a chunk; with prefilling, rows of equal known counts),
             e.g. to drive a progress display. Host-side only: it adds no device sync.
+        compile: True: run the decode steps as static-shape graphs built by ``torch.compile`` (one per row
+            count, padded step size and attention window, kept on the model for later calls;
+            :mod:`arpg.sampling.compiled`). Same tokens as eager from the same generator; the first call pays
+            the compile time (:func:`~arpg.sampling.compiled.compile_report`). ``"frozen"``: weights folded
+            into the graphs (faster on a CPU, more memory: one packed weight copy per graph).
     Returns:
         LongTensor [B, n] of codes in raster order, on the model's device.
     """
@@ -204,6 +154,14 @@ def generate(
         raise ARPGError("an int8-weight model computes in float32: leave dtype unset (or fp32)")
     if dtype in (torch.bfloat16, torch.float16) and model.embeddings.weight.dtype == torch.float32 and not autocast:
         model, dtype = cast_weights(model, dtype), None  # low-precision weights, converted once
+    if not any(compile is m or (isinstance(m, str) and compile == m) for m in COMPILE_MODES):
+        raise ARPGError(f"compile must be one of {COMPILE_MODES}, got {compile!r}")
+    if compile and model.__dict__.get("int8_weights"):
+        raise ARPGError("compiling (compile=True, --compile) does not take int8 weights (torch.compile "
+                        "cannot trace the quantized layers); use one of the two")
+    if compile and autocast:
+        raise ARPGError("compile=True runs low-precision weights, not autocast: pass dtype without autocast")
+    fast = static_steps(model, compile) if compile else None
     labels = torch.as_tensor(labels, dtype=torch.long, device=device)
     if labels.dim() != 1:
         raise ARPGError(f"labels must be a 1-D sequence of class ids, got shape {list(labels.shape)}")
@@ -261,7 +219,7 @@ def generate(
             control = None if condition is None else (model.encode_condition(condition[sl]), condition_guidance)
             if known_mask is None:
                 out[sl] = _decode_group(model, labels[sl], orders[sl], None, None, dtype, sc, generator, on_step,
-                                        control=control)
+                                        control=control, fast=fast)
             else:
                 # Rows with different numbers of known cells cannot share a rectangular step: group them.
                 counts = known_mask[sl].sum(dim=1)
@@ -270,7 +228,7 @@ def generate(
                     rows = local + s
                     part = None if control is None else (control[0][local], control[1])
                     out[rows] = _decode_group(model, labels[rows], orders[rows], known_codes[rows], known_mask[rows],
-                                              dtype, sc, generator, on_step, control=part)
+                                              dtype, sc, generator, on_step, control=part, fast=fast)
             bar.update(min(chunk, B - s))
     bar.close()
     return out
@@ -279,10 +237,12 @@ def generate(
 def _decode_group(model: ARPG, labels: torch.Tensor, orders: torch.Tensor, known_codes: torch.Tensor | None,
                   known_mask: torch.Tensor | None, dtype: torch.dtype | None, sc: SamplingConfig,
                   generator: torch.Generator | None, on_step: Callable[[int, int], None] | None = None,
-                  return_confidence: bool = False, control: tuple[torch.Tensor, str] | None = None):
+                  return_confidence: bool = False, control: tuple[torch.Tensor, str] | None = None,
+                  fast: StaticSteps | None = None):
     """Decode one rectangular group: every row has the same number of known cells. Returns the codes (and,
     with ``return_confidence``, the probability each decoded cell's token was drawn with; 1 for known).
-    ``control``: the rows' condition features [B, n, d] and the condition guidance mode."""
+    ``control``: the rows' condition features [B, n, d] and the condition guidance mode. ``fast``: run the
+    steps through these static-shape (compiled) steps instead of :meth:`ARPG.extend` / :meth:`ARPG.query`."""
     cfg = model.config
     B, n = orders.shape
     device = orders.device
@@ -304,7 +264,12 @@ def _decode_group(model: ARPG, labels: torch.Tensor, orders: torch.Tensor, known
     doubled_rows = last_guided >= 0  # the cache holds the unconditional half while a guided step is ahead
     rows = 2 * B if doubled_rows else B
     cache_dtype = dtype if dtype not in (None, torch.float32) else model.embeddings.weight.dtype
-    cache = model.new_cache(rows, dtype=cache_dtype, device=device)
+    if fast is None:
+        cache = model.new_cache(rows, dtype=cache_dtype, device=device)
+        extend = model.extend
+    else:
+        cache = fast.new_cache(rows, counts, cache_dtype, device)
+        extend = fast.extend
     if control is not None:
         feats, how = control
         cache.condition = torch.cat([feats, feats]) if doubled_rows else feats
@@ -317,8 +282,8 @@ def _decode_group(model: ARPG, labels: torch.Tensor, orders: torch.Tensor, known
     cls = model.class_ids(labels)
     if doubled_rows:
         cls = torch.cat([cls, torch.full_like(cls, cfg.null_class_id)])
-    model.extend(cls[:, None], torch.full((rows, 1), -1, dtype=torch.long, device=device), cache, sc.attention)
-    if n_known:
+    extend(cls[:, None], torch.full((rows, 1), -1, dtype=torch.long, device=device), cache, sc.attention)
+    if n_known:  # one big causal block, run once: eager in both paths
         cells = orders[:, :n_known]
         model.extend(doubled(codes.gather(1, cells)), doubled(cells), cache, "causal")
 
@@ -329,14 +294,21 @@ def _decode_group(model: ARPG, labels: torch.Tensor, orders: torch.Tensor, known
         cells = orders[:, pos:pos + c]
         temperature = sc.temperature_at(decoded, unknown)
         decoded += c
-        if guided_at[i]:
+        if fast is not None:
+            half = B if guided_at[i] else 0
+            w = guidance_weight(sc.cfg_scale, sc.cfg_schedule, decoded, unknown) if half else 1.0
+            drawn = fast.query_tokens(doubled(cells) if half else cells,
+                                      cache if half or not doubled_rows else cache.rows(B), half, w, temperature,
+                                      sc.top_k, sc.top_p, sc.token_draw, generator, track)
+        elif guided_at[i]:
             logits = model.query(doubled(cells), cache)
             w = guidance_weight(sc.cfg_scale, sc.cfg_schedule, decoded, unknown)
             logits = apply_guidance(logits[:B], logits[B:], w)
         else:  # outside the guidance interval: the conditional rows only
             logits = model.query(cells, cache.rows(B) if doubled_rows else cache)
-        drawn = sample_tokens(logits, temperature, sc.top_k, sc.top_p, generator, return_probs=track,
-                              draw=sc.token_draw)
+        if fast is None:
+            drawn = sample_tokens(logits, temperature, sc.top_k, sc.top_p, generator, return_probs=track,
+                                  draw=sc.token_draw)
         tokens = drawn[0] if track else drawn
         codes.scatter_(1, cells, tokens)
         if track:
@@ -344,14 +316,15 @@ def _decode_group(model: ARPG, labels: torch.Tensor, orders: torch.Tensor, known
         if i < len(counts) - 1:  # the final step's tokens are never needed by Pass 1
             if doubled_rows and i >= last_guided:  # no guided step left: drop the unconditional half
                 cache, doubled_rows = cache.rows(B), False
-            model.extend(doubled(tokens), doubled(cells), cache, sc.attention)
+            extend(doubled(tokens), doubled(cells), cache, sc.attention)
         pos += c
         if on_step is not None:
             on_step(i + 1, len(counts) + sc.refine_rounds)
     if sc.refine_rounds:
         total = len(counts) + sc.refine_rounds
         codes, confidence = _refine(model, labels, codes, confidence, known_mask, dtype, sc, generator,
-                                    None if on_step is None else lambda r: on_step(len(counts) + r, total), control)
+                                    None if on_step is None else lambda r: on_step(len(counts) + r, total), control,
+                                    fast)
     return (codes, confidence) if return_confidence else codes
 
 
@@ -359,7 +332,8 @@ def _refine(model: ARPG, labels: torch.Tensor, codes: torch.Tensor, confidence: 
             known_mask: torch.Tensor | None, dtype: torch.dtype | None, sc: SamplingConfig,
             generator: torch.Generator | None,
             on_round: Callable[[int], None] | None = None,
-            control: tuple[torch.Tensor, str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+            control: tuple[torch.Tensor, str] | None = None,
+            fast: StaticSteps | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``sc.refine_rounds`` rounds: the ``refine_fraction`` least confident decoded cells are re-predicted in one
     step with every other cell known (prefilled, as editing does); known cells never change."""
     B, n = codes.shape
@@ -373,7 +347,7 @@ def _refine(model: ARPG, labels: torch.Tensor, codes: torch.Tensor, confidence: 
         keep = torch.ones_like(free).scatter_(1, chosen, False)
         orders = make_orders("random", B, model.config.grid_size, generator=generator, device=codes.device)
         codes, conf = _decode_group(model, labels, orders, codes, keep, dtype, one_step, generator,
-                                    return_confidence=True, control=control)
+                                    return_confidence=True, control=control, fast=fast)
         confidence = torch.where(keep, confidence, conf)
         if on_round is not None:
             on_round(r + 1)

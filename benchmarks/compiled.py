@@ -1,0 +1,210 @@
+"""Side by side: the published-structure sampler vs arpg eager vs arpg compiled (static-shape graphs).
+
+    python benchmarks/compiled.py                    # the committed matrix (about 40 minutes on 2 CPU cores)
+    python benchmarks/compiled.py --cases d512:fp32:8:64 --repeats 3
+
+Each case (model, dtype, batch, steps) runs in its own process, with random weights (head included) and
+guidance 4. Samplers, all at equal weights (a bf16 case gives every sampler the same bf16 weight copy):
+``reference`` = the published sampler's structure (``sampling/reference.py``: concatenating cache, one
+shared order, multinomial draw); ``eager`` = ``arpg.generate`` with the inverse-CDF draw; ``compiled`` =
+the same with ``compile=True``; ``frozen`` = ``compile="frozen"`` (weights folded into the graphs). Every
+sampler gets one untimed warm-up call (for the compiled ones: building their graphs, timed as compile
+time), then ``--repeats`` interleaved rounds; the table gives the median. Peak memory = the rise of the
+process's peak resident set (``VmHWM``, reset before each call) during a timed call. ``% of peak`` = the
+call's matmul FLOPs per second over a measured large-matmul rate of the same dtype.
+Writes ``benchmarks/results/compiled.md`` (and ``compiled.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT.parent / "src"))
+sys.path.insert(0, str(ROOT))
+
+import arpg  # noqa: E402
+from arpg.sampling.compiled import compile_report  # noqa: E402
+from arpg.sampling.reference import reference_generate  # noqa: E402
+from arpg.sampling.resources import cast_weights  # noqa: E402
+from arpg.sampling.schedules import step_counts  # noqa: E402
+from sampling import matmul_peak, sampling_flops  # noqa: E402
+
+MODELS = {
+    "d512": ("ARPG-L", dict(dim=512, n_layer=8, n_head=8)),  # dim 512, 4 self + 4 cross layers
+    "L": ("ARPG-L", {}),
+    "XL-512px": ("ARPG-XL", dict(grid_size=32)),  # the 512x512 shape: 32x32 grid, 1024 tokens
+}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+SAMPLERS = ("reference", "eager", "compiled", "frozen")
+DEFAULT_CASES = ("d512:fp32:8:64", "d512:fp32:1:32", "d512:fp32:32:32", "d512:bf16:8:64", "L:fp32:8:32",
+                 "L:bf16:8:32")
+
+
+def _hwm_reset() -> int:
+    """Reset the process's peak RSS to the current RSS (Linux); returns the current RSS in bytes."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+    return _status("VmRSS")
+
+
+def _status(key: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def run_case(spec: str, samplers: list[str], repeats: int) -> dict:
+    name, dtype_name, batch, steps = spec.split(":")
+    batch, steps = int(batch), int(steps)
+    preset, overrides = MODELS[name]
+    dtype = DTYPES[dtype_name]
+    torch.manual_seed(0)
+    model = arpg.ARPG.from_preset(preset, **overrides).eval()
+    torch.nn.init.normal_(model.head.weight, std=0.02)
+    if dtype != torch.float32:
+        model = cast_weights(model, dtype)  # one weight copy shared by every sampler
+    cfg = model.config
+    labels = torch.arange(batch) % cfg.num_classes
+    order = torch.randperm(cfg.n_cells, generator=torch.Generator().manual_seed(1))
+    kw = dict(steps=steps, cfg_scale=4.0, cfg_schedule="linear", step_schedule="arccos", temperature=1.0)
+
+    def call(which: str):
+        gen = torch.Generator().manual_seed(2)
+        if which == "reference":
+            return reference_generate(model, labels, order, generator=gen, **kw)
+        mode = {"eager": False, "compiled": True, "frozen": "frozen"}[which]
+        return arpg.generate(model, labels, order=order, attention="block", token_draw="inverse-cdf",
+                             generator=gen, compile=mode, **kw)
+
+    out = {"case": spec, "model": name, "dtype": dtype_name, "batch": batch, "steps": steps, "samplers": {}}
+    compile_s = {}
+    for which in samplers:  # warm-up; for the compiled samplers this builds (and times) their graphs
+        t = time.perf_counter()
+        call(which)
+        first = time.perf_counter() - t
+        if which in ("compiled", "frozen"):
+            rep = compile_report(model)  # the steps this sampler just used (see run_case_with_slots)
+            compile_s[which] = (rep["compile_seconds"], rep["graphs"], first)
+    times: dict[str, list[float]] = {w: [] for w in samplers}
+    peaks: dict[str, int] = {w: 0 for w in samplers}
+    for _ in range(repeats):
+        for which in samplers:
+            base = _hwm_reset()
+            t = time.perf_counter()
+            call(which)
+            times[which].append(time.perf_counter() - t)
+            peaks[which] = max(peaks[which], _status("VmHWM") - base)
+    flops = sampling_flops(cfg, 2 * batch, step_counts(cfg.n_cells, steps, "arccos"))
+    peak_rate = matmul_peak(dtype, "cpu")
+    for which in samplers:
+        med = statistics.median(times[which])
+        out["samplers"][which] = dict(median_s=med, all_s=times[which], img_s=batch / med,
+                                      peak_mb=peaks[which] / 2**20, pct_peak=100 * flops / med / peak_rate,
+                                      compile=compile_s.get(which))
+    return out
+
+
+def run_case_with_slots(spec: str, samplers: list[str], repeats: int) -> dict:
+    """run_case, keeping one set of graphs per compiled sampler (a model holds one), so they interleave."""
+    import arpg.sampling.compiled as compiled_mod
+    import arpg.sampling.sampler as sampler_mod
+
+    held: dict = {}
+    original = sampler_mod.static_steps
+
+    def keeper(model, mode=True):
+        which = "frozen" if mode == "frozen" else "compiled"
+        hit = held.get(which)
+        if hit is None or hit.model is not model:
+            hit = held[which] = compiled_mod.StaticSteps(model, True, freeze=(which == "frozen"))
+        model.__dict__["_static_steps"] = hit
+        return hit
+
+    sampler_mod.static_steps = keeper
+    try:
+        return run_case(spec, samplers, repeats)
+    finally:
+        sampler_mod.static_steps = original
+
+
+def write_report(rows: list[dict], args: argparse.Namespace, path: Path) -> None:
+    lines = ["## Compiled sampler (warm, interleaved)", "",
+             f"`python benchmarks/compiled.py {' '.join(sys.argv[1:])}`: {platform.machine()}, {os.cpu_count()} CPUs, "
+             f"torch {torch.__version__}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Random weights, "
+             f"guidance 4, arccos schedule, block attention; median of {args.repeats} interleaved rounds after one "
+             "warm-up call per sampler. `reference` = published structure (concatenating cache, multinomial); "
+             "`eager` = arpg.generate (preallocated cache, inverse-CDF draw); `compiled` = compile=True; "
+             "`frozen` = compile=\"frozen\". Compile = time building the graphs (first call of each: trace, "
+             "compile, one run), `graphs` = how many. Peak MB = rise of the peak RSS during one timed call.", "",
+             "| model | dtype | batch | steps | sampler | img/s | median s | peak MB | % of matmul peak | compile s "
+             "(graphs) | vs reference | vs eager |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        s = r["samplers"]
+        for which, v in s.items():
+            comp = f"{v['compile'][0]:.1f} ({v['compile'][1]})" if v.get("compile") else ""
+            vs_ref = f"{s['reference']['median_s'] / v['median_s']:.2f}x" if "reference" in s else ""
+            vs_eager = f"{s['eager']['median_s'] / v['median_s']:.2f}x" if "eager" in s else ""
+            lines.append(f"| {r['model']} | {r['dtype']} | {r['batch']} | {r['steps']} | {which} | "
+                         f"{v['img_s']:.3f} | {v['median_s']:.3f} | {v['peak_mb']:.0f} | {v['pct_peak']:.0f}% | "
+                         f"{comp} | {vs_ref} | {vs_eager} |")
+    path.write_text("\n".join(lines) + "\n")
+    path.with_suffix(".json").write_text(json.dumps(rows, indent=1))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cases", default=",".join(DEFAULT_CASES),
+                    help="comma-separated MODEL:DTYPE:BATCH:STEPS, MODEL in " + ", ".join(MODELS))
+    ap.add_argument("--samplers", default=",".join(SAMPLERS))
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    ap.add_argument("--out", type=Path, default=ROOT / "results" / "compiled.md")
+    ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # child process: run one case, print JSON
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    samplers = [s for s in args.samplers.split(",") if s]
+    bad = [s for s in samplers if s not in SAMPLERS]
+    if bad:
+        ap.error(f"unknown samplers {bad}; choose from {SAMPLERS}")
+    if args.one:
+        print("RESULT " + json.dumps(run_case_with_slots(args.one, samplers, args.repeats)), flush=True)
+        return
+    rows = []
+    for spec in args.cases.split(","):
+        cmd = [sys.executable, __file__, "--one", spec, "--samplers", args.samplers, "--repeats", str(args.repeats)]
+        if args.threads:
+            cmd += ["--threads", str(args.threads)]
+        print(f"[compiled] {spec}", flush=True)
+        t = time.perf_counter()
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        found = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
+        if done.returncode or not found:
+            print(done.stdout[-2000:], done.stderr[-4000:], file=sys.stderr)
+            raise SystemExit(f"case {spec} failed")
+        rows.append(json.loads(found[0][7:]))
+        write_report(rows, args, args.out)  # after every case: nothing lost if a later one fails
+        for which, v in rows[-1]["samplers"].items():
+            print(f"  {which:9s} {v['median_s']:.3f} s  {v['img_s']:.3f} img/s  {v['peak_mb']:.0f} MB", flush=True)
+        print(f"  ({time.perf_counter() - t:.0f} s)", flush=True)
+    print(args.out.read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""What a sampling call needs from its device: a low-precision copy of the weights (made once), and an
+estimate of a decoding batch's memory checked against what is free."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from ..errors import ARPGError
+from ..model import ARPG
+
+
+CACHED_ATTRIBUTES = ("_cast_weights", "_static_steps")  # what sampling keeps on a model, never copied
+
+
+def plain_copy(model: ARPG) -> ARPG:
+    """A deep copy of ``model`` without what sampling caches on it (weight copies, compiled graphs)."""
+    kept = {k: model.__dict__.pop(k) for k in CACHED_ATTRIBUTES if k in model.__dict__}
+    try:
+        return copy.deepcopy(model)
+    finally:
+        model.__dict__.update(kept)
+
+
+def cast_weights(model: ARPG, dtype: torch.dtype) -> ARPG:
+    """A copy of ``model`` whose parameters are ``dtype`` (buffers such as the RoPE table stay float32), made
+    once and kept on the model until any parameter changes (moved, trained: in-place updates bump a
+    tensor's version). Low-precision weights need no autocast, which re-casts every weight on every call."""
+    key = (dtype, id(model), tuple((p.data_ptr(), p._version) for p in model.parameters()))
+    hit = model.__dict__.get("_cast_weights")
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    model.__dict__.pop("_cast_weights", None)  # never copy an old copy along
+    twin = plain_copy(model)
+    with torch.no_grad():
+        for p in twin.parameters():
+            p.data = p.data.to(dtype)
+    model.__dict__["_cast_weights"] = (key, twin)  # a plain attribute: not a submodule, not in state_dict
+    return twin
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free for a new allocation on ``device`` (None when unknown)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def sampling_bytes(cfg, rows: int, max_queries: int, itemsize: int) -> int:
+    """A lower estimate of the memory one decoding batch of ``rows`` (guidance doubles them) needs: the
+    preallocated KV cache of every Pass-1 layer plus the shared Pass-2 keys/values, and the float32 logits,
+    probabilities and filtering copies of the widest step."""
+    seq = cfg.n_cells + 1
+    cache = rows * seq * cfg.dim * 2 * (cfg.n_layer // 2 + 1) * itemsize
+    logits = rows * max_queries * cfg.vocab_size * 4 * 3
+    return cache + logits
+
+
+def check_memory(model: ARPG, batch: int, guided: bool, max_queries: int, dtype: torch.dtype | None) -> None:
+    """Refuse, with one line, a batch whose decoding cannot fit in the device's free memory."""
+    device = model.embeddings.weight.device
+    free = available_memory(device)
+    if free is None:
+        return
+    itemsize = (dtype if dtype not in (None, torch.float32) else model.embeddings.weight.dtype).itemsize
+    rows = batch * (2 if guided else 1)
+    need = sampling_bytes(model.config, rows, max_queries, itemsize)
+    if need > 0.9 * free:
+        per = sampling_bytes(model.config, 2 if guided else 1, max_queries, itemsize)
+        fits = max(1, int(0.9 * free // per))
+        raise ARPGError(f"a decoding batch of {batch} needs about {need / 2**30:.1f} GiB but {device} has "
+                        f"{free / 2**30:.1f} GiB free; use a batch size of at most {fits}")

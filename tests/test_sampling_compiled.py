@@ -1,0 +1,174 @@
+"""The static-shape decode path: buckets, static steps == eager steps, generate(compile=...) == eager."""
+
+import itertools
+import random
+
+import pytest
+import torch
+
+import arpg
+import arpg.sampling.compiled as compiled_mod
+import arpg.sampling.sampler as sampler_mod
+from arpg.errors import ARPGError
+from arpg.model import random_orders
+from arpg.sampling.compiled import StaticSteps, bucket_sizes, compile_report
+from arpg.static_decode import key_windows, static_capacity, static_extend, static_query, window_for
+
+
+def _waste(counts, buckets):
+    return sum(min(b for b in buckets if b >= c) - c for c in counts)
+
+
+def test_buckets_exact_when_few_and_optimal_when_many():
+    rng = random.Random()
+    for _ in range(20):
+        counts = [rng.randint(1, 40) for _ in range(rng.randint(1, 30))]
+        k = rng.randint(1, 5)
+        got = bucket_sizes(counts, k)
+        distinct = sorted(set(counts))
+        assert max(got) == max(counts) and len(got) <= k
+        if len(distinct) <= k:
+            assert got == tuple(distinct)
+            continue
+        # Brute force: every k-subset of the distinct values that holds the largest.
+        best = min(_waste(counts, s + (distinct[-1],)) for s in itertools.combinations(distinct[:-1], k - 1))
+        assert _waste(counts, got) == best
+    with pytest.raises(ARPGError, match="max_buckets"):
+        bucket_sizes([1, 2], 0)
+
+
+def test_key_windows_cover_the_cache():
+    for cap in (17, 64, 257, 1056):
+        w = key_windows(cap)
+        assert w[-1] == cap and all(a < b for a, b in zip(w, w[1:])) and len(w) <= 5
+        assert window_for(cap, w) == cap and window_for(1, w) == w[0]
+
+
+def _filled_cache(model, rows, capacity, seed):
+    """An eager cache and a zeroed static one, both holding the class token and some cells."""
+    g = torch.Generator().manual_seed(seed)
+    cfg = model.config
+    cls = model.class_ids(torch.randint(0, cfg.num_classes, (rows,), generator=g))
+    order = random_orders(rows, cfg.n_cells, generator=g)
+    eager = model.new_cache(rows)
+    static = model.new_cache(rows, max_len=capacity, zeroed=True)
+    first = torch.full((rows, 1), -1)
+    pre = torch.randint(0, cfg.vocab_size, (rows, 5), generator=g)
+    for cache in (eager, static):
+        model.extend(cls[:, None], first, cache)
+        model.extend(pre, order[:, :5], cache, "causal")
+    return eager, static, order, g
+
+
+@pytest.mark.parametrize("attention", ["block", "causal"])
+def test_static_steps_equal_eager_steps(tiny_model, attention):
+    """Padded, windowed static steps give the eager logits and write the same keys/values."""
+    model, cfg = tiny_model, tiny_model.config
+    torch.manual_seed(random.randrange(10**6))
+    rows, T, W = 3, 3, 5  # three real tokens padded to five
+    capacity = static_capacity(cfg.n_cells, W)
+    eager, static, order, g = _filled_cache(model, rows, capacity, random.randrange(10**6))
+    ids = torch.randint(0, cfg.vocab_size, (rows, T), generator=g)
+    cells = order[:, 5:5 + T]
+    model.extend(ids, cells, eager, attention)
+    pad = lambda x: torch.cat([x, x[:, :1].expand(-1, W - T)], dim=1)  # noqa: E731
+    start, n_valid = torch.tensor(static.length), torch.tensor(T)
+    window = window_for(static.length + T, key_windows(capacity))
+    static_extend(model, pad(ids), pad(cells), static, start, n_valid, attention == "causal", window)
+    L = eager.length
+    for a, b in zip(eager.self_k + [eager.shared_k], static.self_k + [static.shared_k]):
+        torch.testing.assert_close(b[:, :, :L], a[:, :, :L], atol=1e-5, rtol=1e-5)
+    targets = order[:, 5 + T:5 + T + 4]
+    want = model.query(targets, eager)
+    for window in (None, window_for(L, key_windows(capacity))):
+        got = static_query(model, pad(targets)[:, :4], static, torch.tensor(L), window)
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+@pytest.fixture
+def eager_static(monkeypatch):
+    """generate(compile=True) running the static steps without torch.compile (fast, same code path)."""
+    def make(model, mode=True):
+        hit = model.__dict__.get("_static_steps")
+        if hit is None:
+            hit = model.__dict__["_static_steps"] = StaticSteps(model, compile=False, max_buckets=3)
+        return hit
+
+    monkeypatch.setattr(sampler_mod, "static_steps", make)
+
+
+@pytest.mark.parametrize("case", [
+    dict(token_draw="inverse-cdf"),
+    dict(token_draw="multinomial", top_k=7, top_p=0.9, temperature=1.3),
+    dict(token_draw="inverse-cdf", guidance_interval=(0.2, 0.7), attention="causal"),
+    dict(token_draw="inverse-cdf", refine_rounds=2, refine_fraction=0.25, cfg_scale=1.0),
+])
+def test_generate_static_equals_eager(any_tiny_model, eager_static, case):
+    model = any_tiny_model
+    seed = random.randrange(10**6)
+    labels = torch.randint(0, model.config.num_classes, (3,))
+    kw = dict(steps=6, cfg_scale=3.0, order="random")
+    kw.update(case)
+    a = arpg.generate(model, labels, generator=torch.Generator().manual_seed(seed), **kw)
+    b = arpg.generate(model, labels, generator=torch.Generator().manual_seed(seed), compile=True, **kw)
+    assert torch.equal(a, b)
+    steps = model.__dict__["_static_steps"]
+    assert len(steps.buckets) <= 3 and steps.seen == set()  # eager static: nothing compiled, nothing timed
+
+
+def test_generate_static_prefill_and_control(eager_static):
+    torch.manual_seed(0)
+    m = arpg.ARPG.from_preset("ARPG-tiny", condition_channels=1, condition_stride=2, condition_kind="canny")
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(torch.randn(p.shape) * 0.3)
+    m.eval()
+    cfg = m.config
+    seed = random.randrange(10**6)
+    B = 2
+    known = torch.rand(B, cfg.n_cells) < 0.4
+    codes = torch.randint(0, cfg.vocab_size, (B, cfg.n_cells))
+    cond = (torch.rand(B, 1, cfg.condition_side, cfg.condition_side) > 0.5).float()
+    kw = dict(steps=4, cfg_scale=2.5, known_codes=codes, known_mask=known, condition=cond,
+              condition_guidance="drop", token_draw="inverse-cdf")
+    a = arpg.generate(m, [1, 2], generator=torch.Generator().manual_seed(seed), **kw)
+    b = arpg.generate(m, [1, 2], generator=torch.Generator().manual_seed(seed), compile=True, **kw)
+    assert torch.equal(a, b) and torch.equal(a[known], codes[known])
+
+
+def test_compile_refusals(tiny_model):
+    with pytest.raises(ARPGError, match="compile must be one of"):
+        arpg.generate(tiny_model, [0], compile="yes")
+    with pytest.raises(ARPGError, match="autocast"):
+        arpg.generate(tiny_model, [0], compile=True, dtype=torch.bfloat16, autocast=True)
+    assert compile_report(tiny_model) == {"graphs": 0, "compile_seconds": 0.0}
+
+
+def test_frozen_steps_rebuilt_when_weights_change(tiny_model):
+    a = compiled_mod.static_steps(tiny_model, "frozen")
+    assert compiled_mod.static_steps(tiny_model, "frozen") is a
+    with torch.no_grad():
+        tiny_model.head.weight.add_(1.0)  # an in-place update bumps the version
+    assert compiled_mod.static_steps(tiny_model, "frozen") is not a
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", [True, "frozen"])
+def test_compiled_equals_eager_without_recompiles(tiny_model, mode):
+    """torch.compile for real: same tokens as eager, and a second call builds no graph at all."""
+    import torch._dynamo.utils as dyn_utils
+
+    model = tiny_model
+    labels = torch.randint(0, model.config.num_classes, (2,))
+    kw = dict(steps=4, cfg_scale=2.0, step_schedule="linear", token_draw="inverse-cdf")
+    seed = random.randrange(10**6)
+    a = arpg.generate(model, labels, generator=torch.Generator().manual_seed(seed), **kw)
+    b = arpg.generate(model, labels, generator=torch.Generator().manual_seed(seed), compile=mode, **kw)
+    assert torch.equal(a, b)
+    report = compile_report(model)
+    assert report["graphs"] >= 2 and report["compile_seconds"] > 0
+    before = dyn_utils.counters["stats"]["unique_graphs"]
+    c = arpg.generate(model, labels, generator=torch.Generator().manual_seed(seed), compile=mode, **kw)
+    assert torch.equal(a, c)
+    assert dyn_utils.counters["stats"]["unique_graphs"] == before  # no recompiles across steps or calls
+    assert compile_report(model) == report
