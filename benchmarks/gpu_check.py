@@ -6,12 +6,15 @@
 Correctness (exit status 1 on any failure):
 1. cached decoding == teacher-forced logits, fp32 (TF32 off), causal attention, one token per step;
 2. bf16 weights: logits close to fp32 (the share of cells whose top token agrees, and the max difference);
-3. ``token_draw="inverse-cdf"`` follows the softmax distribution (chi-square), on the device.
+3. ``token_draw="inverse-cdf"`` follows the softmax distribution (chi-square), on the device;
+4. ``compile=True`` (static-shape graphs, CUDA graphs on a GPU) gives the eager tokens from the same
+   generator (>= 99.9% equal: a float rounding at a CDF boundary may flip one), fp32;
+5. fused q|k|v and w1|w3 projections give the unfused logits (fp32, within 1e-4 of max |logit|).
 Throughput (random weights, bf16 weights, guidance 4): the published-structure sampler (concatenating
-cache, one shared order, multinomial), ``arpg.generate`` with the multinomial draw and with the
-inverse-CDF draw, for ARPG-L / XL / XXL at batch 1, 64 and 256 and 32 / 64 steps; img/s and peak memory.
-A compiled / CUDA-graph path does not exist yet, so it is not measured. Runs stop when ``--budget-s`` is
-spent, and say so. Writes ``benchmarks/results/gpu.md``.
+cache, one shared order, multinomial), ``arpg.generate`` eager (multinomial, inverse-CDF), compiled with
+CUDA graphs, and compiled with fused projections, for ARPG-L / XL / XXL at batch 1, 64 and 256 and
+32 / 64 steps; img/s, peak memory, compile time (the untimed warm-up call of a compiled variant). Runs stop
+when ``--budget-s`` is spent, and say so. Writes ``benchmarks/results/gpu.md``.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent / "src"))
 
 import arpg  # noqa: E402
+from arpg.sampling.compiled import compile_report  # noqa: E402
 from arpg.sampling.guidance import sample_tokens  # noqa: E402
 from arpg.sampling.orders import make_orders  # noqa: E402
 from arpg.sampling.reference import reference_generate  # noqa: E402
@@ -97,6 +101,39 @@ def check_inverse_cdf(device) -> tuple[bool, str]:
     return stat < bound, f"inverse-CDF draw chi-square {stat:.1f} < bound {bound:.1f} ({int(keep.sum())} cells)"
 
 
+def check_compiled_equals_eager(device, preset: str) -> tuple[bool, str]:
+    torch.manual_seed(0)
+    model = arpg.ARPG.from_preset(preset).to(device).eval()
+    torch.nn.init.normal_(model.head.weight, std=0.02)
+    labels = torch.arange(4, device=device) % model.config.num_classes
+    kw = dict(steps=16, cfg_scale=3.0, token_draw="inverse-cdf")
+    a = arpg.generate(model, labels, generator=torch.Generator(device=device).manual_seed(5), **kw)
+    t = time.perf_counter()
+    b = arpg.generate(model, labels, generator=torch.Generator(device=device).manual_seed(5), compile=True, **kw)
+    first = time.perf_counter() - t
+    c = arpg.generate(model, labels, generator=torch.Generator(device=device).manual_seed(5), compile=True, **kw)
+    same = float((a == b).float().mean())
+    again = bool(torch.equal(b, c))
+    rep = compile_report(model)
+    return same >= 0.999 and again, (f"compiled == eager tokens on {same:.2%} of cells, replay repeatable: {again} "
+                                     f"({preset}, fp32; {rep['graphs']} graphs, first call {first:.1f} s)")
+
+
+def check_fused_equals_unfused(device, preset: str) -> tuple[bool, str]:
+    torch.manual_seed(0)
+    model = arpg.ARPG.from_preset(preset).to(device).eval()
+    torch.nn.init.normal_(model.head.weight, std=0.02)
+    n = model.config.n_cells
+    tokens = torch.randint(0, model.config.vocab_size, (4, n), device=device)
+    labels = torch.arange(4, device=device) % model.config.num_classes
+    orders = torch.stack([torch.randperm(n) for _ in range(4)]).to(device)
+    with torch.no_grad():
+        a = model(tokens, labels, orders)
+        b = arpg.fuse_projections(model)(tokens, labels, orders)
+    rel = float((a - b).abs().max() / a.abs().max())
+    return rel < 1e-4, f"fused vs unfused logits: max diff {rel:.1e} of max |logit| ({preset}, fp32)"
+
+
 def throughput(device, presets, batches, steps_list, budget_s: float, lines: list[str]) -> None:
     t_end = time.perf_counter() + budget_s
     lines += ["| shape | batch | steps | sampler | img/s | peak memory (GiB) | speed vs published |",
@@ -126,11 +163,24 @@ def throughput(device, presets, batches, steps_list, budget_s: float, lines: lis
                     "arpg, inverse-cdf": lambda: arpg.generate(
                         model, labels, steps=steps, cfg_scale=4.0, order=order, token_draw="inverse-cdf",
                         generator=torch.Generator(device=device).manual_seed(0)),
+                    "arpg, compiled + CUDA graphs": lambda: arpg.generate(
+                        model, labels, steps=steps, cfg_scale=4.0, order=order, token_draw="inverse-cdf",
+                        generator=torch.Generator(device=device).manual_seed(0), compile=True),
+                    "arpg, compiled + graphs, fused": lambda: arpg.generate(
+                        fused, labels, steps=steps, cfg_scale=4.0, order=order, token_draw="inverse-cdf",
+                        generator=torch.Generator(device=device).manual_seed(0), compile=True),
                 }
                 base = None
                 for name, f in variants.items():
-                    f()  # warm-up
+                    if time.perf_counter() > t_end:
+                        lines.append(f"| {preset} | {batch} | {steps} | {name} (budget spent: not run) | | | |")
+                        continue
+                    if name.endswith("fused"):
+                        fused = arpg.fuse_projections(model)  # in place, exact; unfused again below
+                    t = time.perf_counter()
+                    f()  # warm-up (for the compiled variants: building and capturing their graphs)
                     _sync(device)
+                    warm = time.perf_counter() - t
                     if device.type == "cuda":
                         torch.cuda.reset_peak_memory_stats(device)
                     t = time.perf_counter()
@@ -139,9 +189,12 @@ def throughput(device, presets, batches, steps_list, budget_s: float, lines: lis
                     sec = time.perf_counter() - t
                     mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
                     base = base or sec
-                    lines.append(f"| {preset} | {batch} | {steps} | {name} | {batch / sec:.1f} | {mem:.2f} | "
+                    built = f" (first call {warm:.1f} s)" if "compiled" in name else ""
+                    lines.append(f"| {preset} | {batch} | {steps} | {name}{built} | {batch / sec:.1f} | {mem:.2f} | "
                                  f"{base / sec:.2f}x |")
                     print(lines[-1], flush=True)
+                    if name.endswith("fused"):
+                        arpg.fusion.unfuse_projections(model)
         model = None  # free the weights before the next shape
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -165,12 +218,15 @@ def main() -> int:
     lines = ["# GPU check", "", f"Device: {name}; torch {torch.__version__}.", "", "## Correctness", ""]
     ok_all = True
     for fn in (lambda: check_cached_equals_teacher_forced(device, check_preset),
-               lambda: check_bf16_close(device, check_preset), lambda: check_inverse_cdf(device)):
+               lambda: check_bf16_close(device, check_preset), lambda: check_inverse_cdf(device),
+               lambda: check_compiled_equals_eager(device, "ARPG-tiny" if args.quick else "ARPG-demo"),
+               lambda: check_fused_equals_unfused(device, check_preset)):
         ok, text = fn()
         ok_all &= ok
         lines.append(f"- {'PASS' if ok else 'FAIL'}: {text}")
         print(lines[-1], flush=True)
     lines += ["", "## Throughput (bf16 weights, guidance 4, one warm-up then one timed call)", ""]
+    lines += ["First call of a compiled variant = compiling its graphs, capturing the CUDA graphs, one run.", ""]
     presets = ["ARPG-tiny"] if args.quick else ["ARPG-L", "ARPG-XL", "ARPG-XXL"]
     batches = [1, 8] if args.quick else [1, 64, 256]
     steps = [8] if args.quick else [32, 64]

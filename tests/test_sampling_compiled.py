@@ -1,5 +1,7 @@
 """The static-shape decode path: buckets, static steps == eager steps, generate(compile=...) == eager."""
 
+import contextlib
+import dataclasses
 import itertools
 import random
 
@@ -172,3 +174,56 @@ def test_compiled_equals_eager_without_recompiles(tiny_model, mode):
     assert torch.equal(a, c)
     assert dyn_utils.counters["stats"]["unique_graphs"] == before  # no recompiles across steps or calls
     assert compile_report(model) == report
+
+
+class StandInGraph:
+    """Plays a CUDA graph on the CPU: replay re-runs the captured call on the *static* buffers and writes
+    into the captured outputs, so anything not routed through the static buffers would go stale."""
+    captured = 0
+
+    def bind(self, fn, static, out):
+        self.fn, self.static, self.out = fn, static, out
+        StandInGraph.captured += 1
+
+    def replay(self):
+        new = self.fn(*self.static)
+        for o, n in zip(self.out if isinstance(self.out, tuple) else (self.out,),
+                        new if isinstance(new, tuple) else (new,)):
+            if o is not None:
+                o.copy_(n)
+
+
+def test_cuda_graph_path_with_stand_in_graphs(monkeypatch):
+    """The CUDA-graph plumbing up to the capture call: static inputs, one persistent cache per shape,
+    condition inputs copied in, outputs cloned; two calls with other labels/maps still equal eager."""
+    from arpg.sampling.cuda_graphs import GraphedSteps
+
+    torch.manual_seed(random.randrange(10**6))
+    m = arpg.ARPG.from_preset("ARPG-tiny", condition_channels=1, condition_stride=2, condition_kind="canny")
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(torch.randn(p.shape) * 0.3)
+    m.eval()
+    graphs = GraphedSteps(graph_factory=StandInGraph, capture=lambda g, pool: contextlib.nullcontext(),
+                          side_stream=contextlib.nullcontext)
+    steps = StaticSteps(m, compile=False, graphs=graphs)
+    monkeypatch.setattr(sampler_mod, "static_steps", lambda model, mode=True: steps)
+    StandInGraph.captured = 0
+    side = m.config.condition_side
+    for call in range(2):
+        labels = torch.randint(0, m.config.num_classes, (3,))
+        cond = (torch.rand(3, 1, side, side) > 0.5).float()
+        seed = random.randrange(10**6)
+        kw = dict(steps=5, cfg_scale=2.0, token_draw="inverse-cdf", condition=cond)
+        a = arpg.generate(m, labels, generator=torch.Generator().manual_seed(seed), **kw)
+        b = arpg.generate(m, labels, generator=torch.Generator().manual_seed(seed), compile=True, **kw)
+        assert torch.equal(a, b), call
+        if call == 0:
+            first = StandInGraph.captured
+    assert first == len(graphs.entries) > 0 and StandInGraph.captured == first  # replays, no new captures
+    assert len(steps._caches) == 1  # one persistent cache, handed out again
+    cache = next(iter(steps._caches.values()))
+    moved = dataclasses.replace(cache, shared_k=cache.shared_k.clone())
+    entry_key = next(k for k in graphs.entries if k[0] == "query")
+    with pytest.raises(ARPGError, match="other addresses"):
+        graphs._load(graphs.entries[entry_key]["static"], (None, moved))

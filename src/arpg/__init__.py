@@ -2,6 +2,7 @@
 
 from .config import ARPGConfig, get_preset, preset_names
 from .errors import ARPGError, CheckpointError
+from .fusion import fuse_projections
 from .model import ARPG, random_orders
 from .weights_io import load_model, save_model
 from .sampling import generate
@@ -16,6 +17,7 @@ __all__ = [
     "get_preset",
     "preset_names",
     "random_orders",
+    "fuse_projections",
     "load_model",
     "save_model",
     "generate",

@@ -9,6 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import ARPGConfig
+from .fusion import fused_weight
 from .rope import apply_rope
 
 
@@ -36,6 +37,10 @@ class FeedForward(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fused = fused_weight(self, [self.w1.weight, self.w3.weight])
+        if fused is not None:  # one matmul for w1 and w3 (arpg.fusion)
+            a, b = F.linear(x, fused).chunk(2, dim=-1)
+            return self.dropout(self.w2(F.silu(a) * b))
         return self.dropout(self.w2(F.silu(self.w1(x)) * self.w3(x)))
 
 
@@ -51,9 +56,13 @@ class SelfAttention(nn.Module):
     def qkv(self, x: torch.Tensor, rope: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Projected, rotated q, k and v as [B, H, T, D]."""
         B, T, _ = x.shape
-        q = self.to_q(x).view(B, T, self.n_head, self.head_dim)
-        k = self.to_k(x).view(B, T, self.n_head, self.head_dim)
-        v = self.to_v(x).view(B, T, self.n_head, self.head_dim)
+        fused = fused_weight(self, [self.to_q.weight, self.to_k.weight, self.to_v.weight])
+        if fused is not None:  # one matmul for q, k and v (arpg.fusion)
+            q, k, v = (t.reshape(B, T, self.n_head, self.head_dim) for t in F.linear(x, fused).chunk(3, dim=-1))
+        else:
+            q = self.to_q(x).view(B, T, self.n_head, self.head_dim)
+            k = self.to_k(x).view(B, T, self.n_head, self.head_dim)
+            v = self.to_v(x).view(B, T, self.n_head, self.head_dim)
         q, k = apply_rope(q, rope), apply_rope(k, rope)
         return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
 

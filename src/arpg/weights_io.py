@@ -26,11 +26,12 @@ from safetensors.torch import save_file
 
 from .config import ARPG_PRESETS, ARPGConfig, get_preset
 from .errors import CheckpointError
+from .fusion import fuse_projections
 from .model import ARPG
 from .util.files import atomic_write, load_torch_file
 from .util.hub import resolve_file
 from .util.pretrained import names_pretrained
-from .util.state import load_state_strict
+from .util.state import load_state_strict, savable_state
 
 STATE_KEYS = ("ema", "state_dict", "model", "module")  # order of preference when several are present
 PREFIXES = ("module.", "_orig_mod.")
@@ -147,8 +148,12 @@ def suggest_preset(sd: Mapping[str, torch.Tensor]) -> str:
 
 
 def load_model(path: str | os.PathLike, preset: str | None = None, *, device: str | torch.device = "cpu",
-               dtype: torch.dtype | None = None, **overrides: Any):
+               dtype: torch.dtype | None = None, fuse: bool = False, **overrides: Any):
     """Load an ARPG model from any accepted checkpoint; returns it in eval mode.
+
+    ``fuse``: fuse each Pass-1 block's q|k|v and each FFN's w1|w3 projection into one matmul
+    (:func:`arpg.fusion.fuse_projections`: exact, no extra memory, ``state_dict`` keeps the published names;
+    for GPUs -- on our 2-core CPU it did not pay).
 
     ``path`` may also be a published name (``ARPG-L``, ``ARPG-XL``, ``ARPG-XXL``: the released files, fetched
     through the Hugging Face cache), an ``hf://OWNER/REPO/FILE`` address, a folder written by
@@ -162,7 +167,8 @@ def load_model(path: str | os.PathLike, preset: str | None = None, *, device: st
         if preset is not None or overrides:
             raise CheckpointError(f"{path} is a saved model folder with its own config; drop the preset / overrides")
         model = ARPG.from_pretrained(path, device=device)
-        return (model.to(dtype) if dtype is not None else model).eval()
+        model = model.to(dtype) if dtype is not None else model
+        return (fuse_projections(model) if fuse else model).eval()
     path = resolve_file(path)
     sd, extras = read_checkpoint(path)
     if "quantize.embedding.weight" in sd and "head.weight" not in sd:
@@ -187,12 +193,12 @@ def load_model(path: str | os.PathLike, preset: str | None = None, *, device: st
         model.sampling = dict(extras["sampling"])  # checked where it is used: arpg.sampling.recommended_sampling
     if dtype is not None:
         model = model.to(dtype)
-    return model.eval()
+    return (fuse_projections(model) if fuse else model).eval()
 
 
 def save_model(model, path: str | os.PathLike, metadata: Mapping[str, str] | None = None) -> None:
     """Write weights as .safetensors with the config in the metadata (atomic)."""
-    sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    sd = savable_state(model)
     meta = {"arpg_config": model.config.to_json(), "format": "arpg"}
     settings = getattr(model, "sampling", None)
     if settings is not None:

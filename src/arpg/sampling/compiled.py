@@ -22,6 +22,7 @@ Compile time is counted apart: the first call of each new graph (trace, compile 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 
@@ -29,8 +30,10 @@ import torch
 
 from ..cache import KVCache
 from ..errors import ARPGError
+from ..fusion import check_fusions
 from ..model import ARPG
 from ..static_decode import key_windows, static_capacity, static_extend, static_query, window_for
+from .cuda_graphs import GraphedSteps
 from .guidance import apply_guidance, pick_by_uniform, token_probs
 
 MAX_BUCKETS = 6
@@ -74,6 +77,11 @@ def bucket_sizes(counts: list[int] | tuple[int, ...], max_buckets: int = MAX_BUC
     return tuple(sorted(chosen))
 
 
+def _extras(cache: KVCache) -> tuple[bool, bool]:
+    """Which optional cache inputs a graph reads (part of its key)."""
+    return cache.condition is not None, cache.condition_active is not None
+
+
 def _pad(x: torch.Tensor, width: int) -> torch.Tensor:
     """Pad [R, T] to [R, width] with copies of the first column."""
     T = x.shape[1]
@@ -83,8 +91,12 @@ def _pad(x: torch.Tensor, width: int) -> torch.Tensor:
 class StaticSteps:
     """Static-shape, optionally compiled, decode steps for one model (kept on it across calls)."""
 
-    def __init__(self, model: ARPG, compile: bool = True, max_buckets: int = MAX_BUCKETS, freeze: bool = False):
+    def __init__(self, model: ARPG, compile: bool = True, max_buckets: int = MAX_BUCKETS, freeze: bool = False,
+                 graphs: GraphedSteps | None = None):
         self.model = model
+        self.device = model.embeddings.weight.device
+        self.graphs = graphs  # CUDA graphs over the steps (a GPU model: see static_steps)
+        self._caches: dict[tuple, KVCache] = {}
         self.compiled = compile
         self.freeze = freeze
         self.weights_key = weights_key(model)
@@ -123,7 +135,10 @@ class StaticSteps:
         return tokens, probs.gather(-1, tokens[..., None])[..., 0]
 
     def _call(self, fn, key: tuple, *args):
-        if key in self.seen or not self.compiled:
+        if self.graphs is not None:
+            run = fn
+            fn = lambda *a: self.graphs.run(key, run, *a)  # noqa: E731  (capture on first use, then replay)
+        if key in self.seen or not (self.compiled or self.graphs is not None):
             return fn(*args)
         start = time.perf_counter()
         # One graph per shape: never fall back to eager silently when a schedule needs many of them.
@@ -151,7 +166,16 @@ class StaticSteps:
         self.buckets = bucket_sizes(counts, self.max_buckets)
         widest = max(self.width(c) for c in counts)
         capacity = static_capacity(self.model.config.n_cells, widest)
-        return self.model.new_cache(rows, dtype=dtype, device=device, max_len=capacity, zeroed=True)
+        if self.graphs is None:
+            return self.model.new_cache(rows, dtype=dtype, device=device, max_len=capacity, zeroed=True)
+        # CUDA graphs read and write fixed addresses: one cache per shape, handed out again (emptied: the old
+        # entries are finite, never visible to the new call, and overwritten as it goes).
+        key = (rows, capacity, dtype, str(device))
+        cache = self._caches.get(key)
+        if cache is None:
+            cache = self._caches[key] = self.model.new_cache(rows, dtype=dtype, device=device, max_len=capacity,
+                                                              zeroed=True)
+        return dataclasses.replace(cache, length=0, class_ids=None, condition=None, condition_active=None)
 
     def extend(self, ids: torch.Tensor, cells: torch.Tensor, cache: KVCache, attention: str) -> None:
         """Like :meth:`ARPG.extend` (``cache.length`` advances by the real token count)."""
@@ -163,7 +187,7 @@ class StaticSteps:
             cache.class_ids = ids[:, 0]
         causal = attention == "causal" and T > 1
         window = window_for(cache.length + T, key_windows(cache.capacity))
-        self._call(self._extend, ("extend", R, W, causal, window, ids.dtype), _pad(ids, W), _pad(cells, W), cache,
+        self._call(self._extend, ("extend", R, W, causal, window, ids.dtype, _extras(cache)), _pad(ids, W), _pad(cells, W), cache,
                    self._scalar(cache.length, ids.device), self._scalar(T, ids.device), causal, window)
         cache.length += T
 
@@ -184,7 +208,7 @@ class StaticSteps:
         w = torch.full((), float(weight), device=device)
         t = torch.full((), float(temperature), device=device)
         window = window_for(cache.length, key_windows(cache.capacity))
-        key = ("query", R, W, window, half, top_k, top_p, uniforms is None)
+        key = ("query", R, W, window, half, top_k, top_p, uniforms is None, _extras(cache))
         first, second = self._call(self._query, key, _pad(cells, W), cache, self._scalar(cache.length, device),
                                    window, half, w, t, top_k, top_p, uniforms)
         if uniforms is not None:
@@ -209,10 +233,12 @@ def static_steps(model: ARPG, mode: bool | str = True) -> StaticSteps:
     ``generate`` calls. ``mode``: True (weights are graph inputs) or ``"frozen"`` (weights folded into the
     graphs as constants, which lets inductor pre-pack them for oneDNN on a CPU: faster small matmuls, one
     packed copy of the weights per graph; rebuilt when a parameter changes)."""
+    check_fusions(model)  # a fused weight whose parts were replaced must not reach a graph (arpg.fusion)
     freeze = mode == "frozen"
+    device = model.embeddings.weight.device
     hit = model.__dict__.get("_static_steps")
-    if hit is None or hit.freeze != freeze or (freeze and hit.weights_key != weights_key(model)):
-        hit = StaticSteps(model, True, freeze=freeze)
+    if hit is None or hit.freeze != freeze or hit.device != device or (freeze and hit.weights_key != weights_key(model)):
+        hit = StaticSteps(model, True, freeze=freeze, graphs=GraphedSteps() if device.type == "cuda" else None)
         model.__dict__["_static_steps"] = hit  # a plain attribute: not a submodule, not in state_dict
     return hit
 

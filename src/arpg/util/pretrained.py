@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 from ..errors import CheckpointError
 from .files import atomic_write, atomic_write_text
 from .hub import HUB_HINT, HubError, looks_like_repo, resolve_folder
-from .state import load_state_strict
+from .state import load_state_strict, savable_state
 from .version import __version__
 
 CONFIG_FILE = "config.json"
@@ -59,7 +59,7 @@ class PretrainedMixin:
         sampling = _sampling_dict(getattr(self, "sampling", None))
         config = {"model_type": self.model_type, "library": "arpg", "arpg_version": __version__,
                   "config": self.config.to_dict(), "sampling": sampling}
-        sd = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        sd = savable_state(self)
         meta = {self.metadata_key: self.config.to_json(), "format": "arpg"}
         if sampling is not None:
             meta["sampling"] = json.dumps(sampling)

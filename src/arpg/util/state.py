@@ -39,3 +39,15 @@ def load_state_strict(model: torch.nn.Module, sd: Mapping[str, torch.Tensor], pa
         hint = f"; the file's shapes suggest preset {suggest(sd)}" if suggest else ""
         raise CheckpointError(f"{path} does not fit the architecture: {problems}{hint}")
     model.load_state_dict(sd, strict=True)
+
+
+def savable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """``module.state_dict()`` as CPU tensors that each own their memory, as safetensors needs: a parameter
+    that is a view of a larger tensor (fused projections) is copied out, the rest are not copied."""
+    out = {}
+    for k, v in module.state_dict().items():
+        t = v.detach().contiguous().cpu()
+        if t.untyped_storage().nbytes() != t.numel() * t.element_size():
+            t = t.clone()
+        out[k] = t
+    return out
