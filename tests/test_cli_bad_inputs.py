@@ -108,6 +108,8 @@ BOX = ["--box", "0,0,8,8"]
 CASES: dict[str, list[tuple[list[str], str]]] = {
     "sample": [
         (["--int8", "--dtype", "bf16"], "--int8 computes in float32"),
+        (["--compile", "--int8"], "--compile does not take --int8"),
+        (["--compile", "bogus"], "invalid choice"),
         (["--device", "bogus"], "unknown device"),
         (["--device", "cuda:0"], "CUDA is not available"),
         (["--cfg-scale", "nan"], "finite number"),

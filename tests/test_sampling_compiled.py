@@ -227,3 +227,33 @@ def test_cuda_graph_path_with_stand_in_graphs(monkeypatch):
     entry_key = next(k for k in graphs.entries if k[0] == "query")
     with pytest.raises(ARPGError, match="other addresses"):
         graphs._load(graphs.entries[entry_key]["static"], (None, moved))
+
+
+@pytest.mark.slow
+def test_cli_sample_compile_writes_the_same_images(tmp_path):
+    """arpg sample --compile: same PNGs as eager (inverse-CDF draw), compile time in sample.json."""
+    import json
+
+    from arpg.cli import main
+
+    common = ["--num", "2", "--steps", "4", "--token-draw", "inverse-cdf", "--seed", str(random.randrange(1000))]
+    assert main(["sample", "--out", str(tmp_path / "eager"), *common]) == 0
+    assert main(["sample", "--out", str(tmp_path / "comp"), "--compile", *common]) == 0
+    record = json.loads((tmp_path / "comp" / "sample.json").read_text())
+    assert record["compile"]["mode"] == "on" and record["compile"]["graphs"] > 0
+    assert record["compile"]["compile_seconds"] > 0
+    for name in record["files"]:
+        assert (tmp_path / "comp" / name).read_bytes() == (tmp_path / "eager" / name).read_bytes()
+
+
+@pytest.mark.slow
+def test_frozen_and_plain_steps_never_share_graphs(tiny_model):
+    """torch.compile caches per code object; each StaticSteps must still build (and run) its own graphs."""
+    import torch._dynamo.utils as dyn_utils
+
+    labels = torch.randint(0, tiny_model.config.num_classes, (2,))
+    kw = dict(steps=2, cfg_scale=1.0, step_schedule="linear", token_draw="inverse-cdf")
+    arpg.generate(tiny_model, labels, compile=True, **kw)
+    before = dyn_utils.counters["stats"]["unique_graphs"]
+    arpg.generate(tiny_model, labels, compile="frozen", **kw)
+    assert dyn_utils.counters["stats"]["unique_graphs"] > before

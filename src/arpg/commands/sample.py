@@ -107,6 +107,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.compile and args.int8:
+        raise ARPGError("--compile does not take --int8 (torch.compile cannot trace the quantized layers); "
+                        "use one of the two")
     out = Path(args.out)
     stale = prepare_sample_folder(out)
     device = pick_device(args.device)
