@@ -26,7 +26,11 @@ def test_fused_logits_equal_unfused_and_decoding_matches(any_tiny_model):
     fuse_projections(model)
     n_self, n = len(model.layers.self_dec), len(model.layers.self_dec) + len(model.layers.cross_dec)
     assert check_fusions(model) == n_self + n
+    separate = []  # the separate projections must not run while fused
+    for lin in (model.layers.self_dec[0].attn.to_k, model.layers.cross_dec[-1].ffn.w3):
+        lin.register_forward_hook(lambda *a: separate.append(1))
     torch.testing.assert_close(model(*x), want, atol=1e-5, rtol=1e-5)
+    assert separate == []
     kw = dict(steps=5, cfg_scale=2.0, token_draw="inverse-cdf")
     a = arpg.generate(model, x[1], generator=torch.Generator().manual_seed(seed), **kw)
     unfuse_projections(model)
