@@ -144,7 +144,7 @@ def run_case_with_slots(spec: str, samplers: list[str], repeats: int) -> dict:
 
 
 def write_report(rows: list[dict], args: argparse.Namespace, path: Path) -> None:
-    lines = ["## Compiled sampler (warm, interleaved)", "",
+    lines = ["# Compiled sampler (warm, interleaved)", "",
              f"`python benchmarks/compiled.py {' '.join(sys.argv[1:])}`: {platform.machine()}, {os.cpu_count()} CPUs, "
              f"torch {torch.__version__}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Random weights, "
              f"guidance 4, arccos schedule, block attention; median of {args.repeats} interleaved rounds after one "

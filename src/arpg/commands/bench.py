@@ -46,17 +46,18 @@ def run(args: argparse.Namespace) -> int:
             if subprocess.run(cmd).returncode:
                 raise ARPGError(f"benchmark failed: {' '.join(cmd)}")
     parts = ["# Benchmark results", "", "Written by `arpg bench`; each section is a results file of one script.", ""]
-    for name in ("compiled.md", "sampling.md", "sampling_small.md", "cache_ab.md", "cache_ab_bf16.md",
+    for name in ("compiled.md", "compiled_512px.md", "sampling.md", "sampling_small.md", "cache_ab.md", "cache_ab_bf16.md",
                  "cache_ab_L_bf16.md",
-                 "forward.md", "training.md", "training_demo_b64.md"):
+                 "forward.md", "training.md", "training_demo_b64.md", "int8.md"):
         f = results / name
         if f.exists():
             body = f.read_text().strip().splitlines()
             parts += ["#" + body[0] if body and body[0].startswith("#") else f"## {name}", *body[1:], ""]
-    if args.quality:
-        plot = plot_quality(Path(args.quality), results / "quality_vs_steps.png")
-        if plot:
-            parts += [f"![quality and speed against steps](results/{plot.name})", ""]
+    plot = plot_quality(Path(args.quality), results / "quality_vs_steps.png") if args.quality else None
+    if plot is None and (results / "quality_vs_steps.png").is_file():  # an earlier plot stays listed
+        plot = results / "quality_vs_steps.png"
+    if plot:
+        parts += [f"![quality and speed against steps](results/{plot.name})", ""]
     (bench_dir / "RESULTS.md").write_text("\n".join(parts))
     print(f"[bench] wrote {bench_dir / 'RESULTS.md'}")
     return 0
