@@ -187,8 +187,9 @@ class StaticSteps:
             cache.class_ids = ids[:, 0]
         causal = attention == "causal" and T > 1
         window = window_for(cache.length + T, key_windows(cache.capacity))
-        self._call(self._extend, ("extend", R, W, causal, window, ids.dtype, _extras(cache)), _pad(ids, W), _pad(cells, W), cache,
-                   self._scalar(cache.length, ids.device), self._scalar(T, ids.device), causal, window)
+        key = ("extend", R, W, causal, window, ids.dtype, _extras(cache))
+        self._call(self._extend, key, _pad(ids, W), _pad(cells, W), cache, self._scalar(cache.length, ids.device),
+                   self._scalar(T, ids.device), causal, window)
         cache.length += T
 
     def query_tokens(self, cells: torch.Tensor, cache: KVCache, half: int, weight: float, temperature: float,
@@ -232,12 +233,15 @@ def static_steps(model: ARPG, mode: bool | str = True) -> StaticSteps:
     """The :class:`StaticSteps` kept on ``model`` (made on first use), so compiled graphs survive across
     ``generate`` calls. ``mode``: True (weights are graph inputs) or ``"frozen"`` (weights folded into the
     graphs as constants, which lets inductor pre-pack them for oneDNN on a CPU: faster small matmuls, one
-    packed copy of the weights per graph; rebuilt when a parameter changes)."""
+    packed copy of the weights per graph; rebuilt when a parameter changes). On a GPU the steps are CUDA
+    graphs, which read the weights at fixed addresses: they are rebuilt when a parameter changes too."""
     check_fusions(model)  # a fused weight whose parts were replaced must not reach a graph (arpg.fusion)
     freeze = mode == "frozen"
     device = model.embeddings.weight.device
     hit = model.__dict__.get("_static_steps")
-    if hit is None or hit.freeze != freeze or hit.device != device or (freeze and hit.weights_key != weights_key(model)):
+    pinned = freeze or device.type == "cuda"  # graphs that hold the weights themselves, or their addresses
+    stale = hit is not None and pinned and hit.weights_key != weights_key(model)
+    if hit is None or hit.freeze != freeze or hit.device != device or stale:
         hit = StaticSteps(model, True, freeze=freeze, graphs=GraphedSteps() if device.type == "cuda" else None)
         model.__dict__["_static_steps"] = hit  # a plain attribute: not a submodule, not in state_dict
     return hit
