@@ -71,7 +71,8 @@ def check_cached_equals_teacher_forced(device, preset: str) -> tuple[bool, str]:
     return diff < 1e-3, f"max |cached - teacher forced| = {diff:.2e} (fp32, {preset}, {n} steps)"
 
 
-def check_bf16_close(device, preset: str) -> tuple[bool, str]:
+def _model_and_batch(device, preset: str):
+    """A seeded random model (head included) on ``device`` and a teacher-forcing batch of 4 for it."""
     torch.manual_seed(0)
     model = arpg.ARPG.from_preset(preset).to(device).eval()
     torch.nn.init.normal_(model.head.weight, std=0.02)
@@ -79,6 +80,11 @@ def check_bf16_close(device, preset: str) -> tuple[bool, str]:
     tokens = torch.randint(0, model.config.vocab_size, (4, n), device=device)
     labels = torch.arange(4, device=device) % model.config.num_classes
     orders = torch.stack([torch.randperm(n) for _ in range(4)]).to(device)
+    return model, (tokens, labels, orders)
+
+
+def check_bf16_close(device, preset: str) -> tuple[bool, str]:
+    model, (tokens, labels, orders) = _model_and_batch(device, preset)
     with torch.no_grad():
         a = model(tokens, labels, orders)
         b = model.to(torch.bfloat16)(tokens, labels, orders).float()
@@ -120,13 +126,7 @@ def check_compiled_equals_eager(device, preset: str) -> tuple[bool, str]:
 
 
 def check_fused_equals_unfused(device, preset: str) -> tuple[bool, str]:
-    torch.manual_seed(0)
-    model = arpg.ARPG.from_preset(preset).to(device).eval()
-    torch.nn.init.normal_(model.head.weight, std=0.02)
-    n = model.config.n_cells
-    tokens = torch.randint(0, model.config.vocab_size, (4, n), device=device)
-    labels = torch.arange(4, device=device) % model.config.num_classes
-    orders = torch.stack([torch.randperm(n) for _ in range(4)]).to(device)
+    model, (tokens, labels, orders) = _model_and_batch(device, preset)
     with torch.no_grad():
         a = model(tokens, labels, orders)
         b = arpg.fuse_projections(model)(tokens, labels, orders)

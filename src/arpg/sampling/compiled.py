@@ -249,8 +249,12 @@ def static_steps(model: ARPG, mode: bool | str = True) -> StaticSteps:
 
 def compile_report(model: ARPG) -> dict:
     """What ``compile=True`` has cost on ``model`` so far: graphs built and seconds spent building them
-    (the first call of each graph: trace, compile and one run)."""
-    hit = model.__dict__.get("_static_steps")
-    if hit is None:
-        return {"graphs": 0, "compile_seconds": 0.0}
-    return {"graphs": len(hit.seen), "compile_seconds": round(hit.compile_seconds, 3)}
+    (the first call of each graph: trace, compile and one run), counting the graphs of its cached bf16 / fp16
+    weight copy too (where ``generate(..., dtype=...)`` runs)."""
+    graphs, seconds = 0, 0.0
+    cast = model.__dict__.get("_cast_weights")
+    for m in (model, None if cast is None else cast[1]):
+        hit = None if m is None else m.__dict__.get("_static_steps")
+        if hit is not None:
+            graphs, seconds = graphs + len(hit.seen), seconds + hit.compile_seconds
+    return {"graphs": graphs, "compile_seconds": round(seconds, 3)}

@@ -54,18 +54,16 @@ def write_sample(model, tok, labels: torch.Tensor, sampling: SamplingConfig, out
     (see :func:`~arpg.sampling.generate`) the record also gives the compile time inside ``seconds``."""
     device = model.embeddings.weight.device
     gen = torch.Generator(device=device).manual_seed(seed)
-    dtype = parse_dtype(dtype_name)
     before = compile_report(model)["compile_seconds"]
     t0 = time.perf_counter()
-    codes = generate(model, labels, sampling=sampling, generator=gen, dtype=dtype, batch_size=batch_size,
-                     progress=True, compile=compile)
+    codes = generate(model, labels, sampling=sampling, generator=gen, dtype=parse_dtype(dtype_name),
+                     batch_size=batch_size, progress=True, compile=compile)
     seconds = time.perf_counter() - t0
-    if compile:  # graphs live on the model generate ran (a cast copy for --dtype bf16 / fp16)
-        ran = model.__dict__.get("_cast_weights", (None, model))[1] if dtype not in (None, torch.float32) else model
-        report = compile_report(ran)
-        spent = report["compile_seconds"] - (before if ran is model else 0.0)
+    if compile:
+        report = compile_report(model)
         record = dict(record or {}, compile=dict(mode="frozen" if compile == "frozen" else "on",
-                                                 graphs=report["graphs"], compile_seconds=round(spent, 3)))
+                                                 graphs=report["graphs"],
+                                                 compile_seconds=round(report["compile_seconds"] - before, 3)))
     with torch.no_grad():
         images = to_uint8(tok.decode(codes, grid=(model.config.grid_size,) * 2, batch_size=batch_size))
     for p in stale:
