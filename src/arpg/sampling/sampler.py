@@ -154,7 +154,7 @@ def generate(
         raise ARPGError("an int8-weight model computes in float32: leave dtype unset (or fp32)")
     if dtype in (torch.bfloat16, torch.float16) and model.embeddings.weight.dtype == torch.float32 and not autocast:
         model, dtype = cast_weights(model, dtype), None  # low-precision weights, converted once
-    if not any(compile is m or (isinstance(m, str) and compile == m) for m in COMPILE_MODES):
+    if not (isinstance(compile, bool) or compile == "frozen"):
         raise ARPGError(f"compile must be one of {COMPILE_MODES}, got {compile!r}")
     if compile and model.__dict__.get("int8_weights"):
         raise ARPGError("compiling (compile=True, --compile) does not take int8 weights (torch.compile "
