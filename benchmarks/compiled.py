@@ -10,14 +10,20 @@ shared order, multinomial draw); ``eager`` = ``arpg.generate`` with the inverse-
 the same with ``compile=True``; ``frozen`` = ``compile="frozen"`` (weights folded into the graphs). Every
 sampler gets one untimed warm-up call (for the compiled ones: building their graphs, timed as compile
 time), then ``--repeats`` interleaved rounds; the table gives the median. Peak memory = the rise of the
-process's peak resident set (``VmHWM``, reset before each call) during a timed call. ``% of peak`` = the
-call's matmul FLOPs per second over a measured large-matmul rate of the same dtype.
-Writes ``benchmarks/results/compiled.md`` (and ``compiled.json``).
+process's peak resident set (``VmHWM``, reset before each call) during a timed call; held memory = what
+the sampler keeps resident after its warm-up call (graphs, their folded weight copies, caches), measured
+after ``gc`` and ``malloc_trim``, with the compiler's own modules imported beforehand. ``% of peak`` = the
+call's matmul FLOPs per second over a measured large-matmul rate of the same dtype. The header names the
+CPU (model, vector capability, native bf16): ratios differ between CPUs, so keep one file per machine
+(``--out``). Writes ``benchmarks/results/compiled.md`` (and ``compiled.json``); ``--merge`` keeps the
+cases already there and replaces those run again.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import json
 import os
 import platform
@@ -61,6 +67,17 @@ def _hwm_reset() -> int:
     return _status("VmRSS")
 
 
+def _trimmed_rss() -> int:
+    """The resident set after a garbage collection and glibc's ``malloc_trim`` (freed memory handed back),
+    i.e. what live objects hold; bytes."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+    return _status("VmRSS")
+
+
 def _status(key: str) -> int:
     with open("/proc/self/status") as f:
         for line in f:
@@ -74,6 +91,8 @@ def run_case(spec: str, samplers: list[str], repeats: int) -> dict:
     batch, steps = int(batch), int(steps)
     preset, overrides = MODELS[name]
     dtype = DTYPES[dtype_name]
+    import torch._inductor.compile_fx  # noqa: F401  (the compiler's own modules: not charged to a sampler)
+
     torch.manual_seed(0)
     model = arpg.ARPG.from_preset(preset, **overrides).eval()
     torch.nn.init.normal_(model.head.weight, std=0.02)
@@ -92,12 +111,16 @@ def run_case(spec: str, samplers: list[str], repeats: int) -> dict:
         return arpg.generate(model, labels, order=order, attention="block", token_draw="inverse-cdf",
                              generator=gen, compile=mode, **kw)
 
-    out = {"case": spec, "model": name, "dtype": dtype_name, "batch": batch, "steps": steps, "samplers": {}}
-    compile_s = {}
+    out = {"case": spec, "model": name, "dtype": dtype_name, "batch": batch, "steps": steps, "samplers": {},
+           "weights_mb": sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20,
+           "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    compile_s, held = {}, {}
     for which in samplers:  # warm-up; for the compiled samplers this builds (and times) their graphs
+        before = _trimmed_rss()
         t = time.perf_counter()
         call(which)
         first = time.perf_counter() - t
+        held[which] = _trimmed_rss() - before  # kept after the call: graphs, their constants, caches
         if which in ("compiled", "frozen"):
             rep = compile_report(model)  # the steps this sampler just used (see run_case_with_slots)
             compile_s[which] = (rep["compile_seconds"], rep["graphs"], first)
@@ -115,7 +138,8 @@ def run_case(spec: str, samplers: list[str], repeats: int) -> dict:
     for which in samplers:
         med = statistics.median(times[which])
         out["samplers"][which] = dict(median_s=med, all_s=times[which], img_s=batch / med,
-                                      peak_mb=peaks[which] / 2**20, pct_peak=100 * flops / med / peak_rate,
+                                      peak_mb=peaks[which] / 2**20, held_mb=held[which] / 2**20,
+                                      pct_peak=100 * flops / med / peak_rate,
                                       compile=compile_s.get(which))
     return out
 
@@ -143,26 +167,47 @@ def run_case_with_slots(spec: str, samplers: list[str], repeats: int) -> dict:
         sampler_mod.static_steps = original
 
 
+def machine() -> str:
+    """The CPU these rows ran on: its model name, torch's vector capability, and whether oneDNN has native
+    bf16 (without it, bf16 matmuls are emulated and far slower than fp32)."""
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), name)
+    except OSError:
+        pass
+    return (f"{name}, {os.cpu_count()} CPUs, {torch.backends.cpu.get_cpu_capability()}, native bf16 "
+            f"{'yes' if torch.ops.mkldnn._is_mkldnn_bf16_supported() else 'no'}")
+
+
 def write_report(rows: list[dict], args: argparse.Namespace, path: Path) -> None:
     lines = ["# Compiled sampler (warm, interleaved)", "",
-             f"`python benchmarks/compiled.py {' '.join(sys.argv[1:])}`: {platform.machine()}, {os.cpu_count()} CPUs, "
+             f"`python benchmarks/compiled.py {' '.join(sys.argv[1:])}`: {machine()}, "
              f"torch {torch.__version__}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Random weights, "
              f"guidance 4, arccos schedule, block attention; median of {args.repeats} interleaved rounds after one "
              "warm-up call per sampler. `reference` = published structure (concatenating cache, multinomial); "
              "`eager` = arpg.generate (preallocated cache, inverse-CDF draw); `compiled` = compile=True; "
              "`frozen` = compile=\"frozen\". Compile = time building the graphs (first call of each: trace, "
-             "compile, one run), `graphs` = how many. Peak MB = rise of the peak RSS during one timed call.", "",
-             "| model | dtype | batch | steps | sampler | img/s | median s | peak MB | % of matmul peak | compile s "
-             "(graphs) | vs reference | vs eager |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "compile, one run), `graphs` = how many. Peak MB = rise of the peak RSS during one timed call. Held MB = "
+             "resident memory the sampler keeps after its warm-up call (after gc and malloc_trim): graphs, their "
+             "folded constants, caches -- on top of the model's weights (`weights MB`, shared by all samplers); "
+             "`-` = not measured (rows from before that column existed).", "",
+             "| model | dtype | batch | steps | weights MB | sampler | img/s | median s | peak MB | held MB | "
+             "% of matmul peak | compile s (graphs) | vs reference | vs eager |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         s = r["samplers"]
         for which, v in s.items():
             comp = f"{v['compile'][0]:.1f} ({v['compile'][1]})" if v.get("compile") else ""
             vs_ref = f"{s['reference']['median_s'] / v['median_s']:.2f}x" if "reference" in s else ""
             vs_eager = f"{s['eager']['median_s'] / v['median_s']:.2f}x" if "eager" in s else ""
-            lines.append(f"| {r['model']} | {r['dtype']} | {r['batch']} | {r['steps']} | {which} | "
-                         f"{v['img_s']:.3f} | {v['median_s']:.3f} | {v['peak_mb']:.0f} | {v['pct_peak']:.0f}% | "
-                         f"{comp} | {vs_ref} | {vs_eager} |")
+            held = f"{v['held_mb']:.0f}" if "held_mb" in v else "-"
+            weights = f"{r['weights_mb']:.0f}" if "weights_mb" in r else "-"
+            lines.append(f"| {r['model']} | {r['dtype']} | {r['batch']} | {r['steps']} | {weights} | {which} | "
+                         f"{v['img_s']:.3f} | {v['median_s']:.3f} | {v['peak_mb']:.0f} | {held} | "
+                         f"{v['pct_peak']:.0f}% | {comp} | {vs_ref} | {vs_eager} |")
+    when = "; ".join(f"{r['case']} {r.get('measured', 'before 2026-12-03')}" for r in rows)
+    lines += ["", f"Each case runs in its own process; measured (case, UTC): {when}."]
     path.write_text("\n".join(lines) + "\n")
     path.with_suffix(".json").write_text(json.dumps(rows, indent=1))
 
@@ -175,6 +220,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "compiled.md")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the cases already in the results JSON (a case run again replaces its rows)")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # child process: run one case, print JSON
     args = ap.parse_args()
     if args.threads:
@@ -187,6 +234,8 @@ def main() -> None:
         print("RESULT " + json.dumps(run_case_with_slots(args.one, samplers, args.repeats)), flush=True)
         return
     rows = []
+    if args.merge and args.out.with_suffix(".json").exists():
+        rows = json.loads(args.out.with_suffix(".json").read_text())
     for spec in args.cases.split(","):
         cmd = [sys.executable, __file__, "--one", spec, "--samplers", args.samplers, "--repeats", str(args.repeats)]
         if args.threads:
@@ -198,7 +247,8 @@ def main() -> None:
         if done.returncode or not found:
             print(done.stdout[-2000:], done.stderr[-4000:], file=sys.stderr)
             raise SystemExit(f"case {spec} failed")
-        rows.append(json.loads(found[0][7:]))
+        new = json.loads(found[0][7:])
+        rows = [r for r in rows if r["case"] != spec] + [new]
         write_report(rows, args, args.out)  # after every case: nothing lost if a later one fails
         for which, v in rows[-1]["samplers"].items():
             print(f"  {which:9s} {v['median_s']:.3f} s  {v['img_s']:.3f} img/s  {v['peak_mb']:.0f} MB", flush=True)

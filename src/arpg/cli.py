@@ -5,6 +5,7 @@ its parsers and sets ``func`` (called with the parsed args). User mistakes raise
 are printed as one line (exit status 2), never as a traceback: so are bad arguments (the parser
 prints one line, not its usage block), out-of-memory errors and file-system errors. Anything else is a
 bug: it is reported as one "internal error" line (exit status 1); ``ARPG_DEBUG=1`` shows the traceback.
+Warnings raised while a command runs print as one ``arpg CMD: warning: ...`` line each.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import importlib
 import os
 import pkgutil
 import sys
+import warnings
 
 import torch
 from tqdm import tqdm
@@ -48,6 +50,13 @@ def _one_line(e: BaseException) -> str:
     return text or type(e).__name__
 
 
+def _warning_line(name: str):
+    """Warnings during a command print as one line, like errors, not as a file:line report."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        tqdm.write(f"{name}: warning: {_one_line(Warning(message))}", file=sys.stderr)  # above any live bar
+    return show
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -59,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     name = f"arpg {args.command}"
     try:
-        rc = args.func(args)
+        with warnings.catch_warnings():  # restores the usual display afterwards
+            warnings.showwarning = _warning_line(name)
+            rc = args.func(args)
     except ARPGError as e:
         _close_progress_bars()
         print(f"{name}: error: {_one_line(e)}", file=sys.stderr)

@@ -31,6 +31,7 @@ from .orders import make_orders
 from .recipes import recommended_sampling
 from .schedules import step_counts
 from .settings import SamplingConfig, parse_step_schedule
+from ..util.devices import warn_if_emulated
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None):
@@ -152,6 +153,7 @@ def generate(
     device = model.embeddings.weight.device
     if model.__dict__.get("int8_weights") and dtype not in (None, torch.float32):
         raise ARPGError("an int8-weight model computes in float32: leave dtype unset (or fp32)")
+    warn_if_emulated(device, dtype or model.embeddings.weight.dtype)
     if dtype in (torch.bfloat16, torch.float16) and model.embeddings.weight.dtype == torch.float32 and not autocast:
         model, dtype = cast_weights(model, dtype), None  # low-precision weights, converted once
     if not (isinstance(compile, bool) or compile == "frozen"):
