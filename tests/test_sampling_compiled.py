@@ -146,6 +146,15 @@ def test_compile_refusals(tiny_model):
     assert compile_report(tiny_model) == {"graphs": 0, "compile_seconds": 0.0}
 
 
+def test_frozen_refuses_a_graph_the_free_memory_cannot_hold(tiny_model, monkeypatch):
+    weights = sum(p.numel() * p.element_size() for p in tiny_model.parameters())
+    monkeypatch.setattr(compiled_mod, "available_memory", lambda device: weights - 1)
+    with pytest.raises(ARPGError, match=r'compile="frozen" keeps a packed weight copy.*use compile=True'):
+        arpg.generate(tiny_model, [0], steps=2, compile="frozen")
+    assert compile_report(tiny_model)["graphs"] == 0  # refused before any compile work
+    tiny_model.__dict__.pop("_static_steps", None)
+
+
 def test_frozen_steps_rebuilt_when_weights_change(tiny_model):
     a = compiled_mod.static_steps(tiny_model, "frozen")
     assert compiled_mod.static_steps(tiny_model, "frozen") is a

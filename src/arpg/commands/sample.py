@@ -101,7 +101,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compile", nargs="?", const="on", default=None, choices=["on", "frozen"],
                    help="decode with static-shape steps compiled by torch.compile (same images; the first batch "
                         "pays the compile time, reported apart). 'frozen' folds the weights into the graphs: "
-                        "faster on a CPU, more memory")
+                        "faster on some CPUs, but each graph keeps its own packed weight copy (a 164 MB model "
+                        "held 1.3 GB more at 64 steps)")
     add_sampling_args(p)
     p.set_defaults(func=run)
 

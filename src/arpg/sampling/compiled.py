@@ -35,6 +35,7 @@ from ..model import ARPG
 from ..static_decode import key_windows, static_capacity, static_extend, static_query, window_for
 from .cuda_graphs import GraphedSteps
 from .guidance import apply_guidance, pick_by_uniform, token_probs
+from .resources import available_memory
 
 MAX_BUCKETS = 6
 _TOKENS = itertools.count()
@@ -140,6 +141,8 @@ class StaticSteps:
             fn = lambda *a: self.graphs.run(key, run, *a)  # noqa: E731  (capture on first use, then replay)
         if key in self.seen or not (self.compiled or self.graphs is not None):
             return fn(*args)
+        if self.freeze:
+            self._check_room_for_frozen_graph()
         start = time.perf_counter()
         # One graph per shape: never fall back to eager silently when a schedule needs many of them.
         with torch._dynamo.config.patch(recompile_limit=4096, accumulated_recompile_limit=1 << 16,
@@ -151,6 +154,17 @@ class StaticSteps:
         self.compile_seconds += time.perf_counter() - start
         self.seen.add(key)
         return out
+
+    def _check_room_for_frozen_graph(self) -> None:
+        """A frozen graph keeps its own packed copy of the weights it uses (inductor folds them in as
+        constants, per graph): refuse a new one, in one line, when the free memory would not hold a copy of
+        every weight, rather than let the machine run out mid-compile."""
+        need = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        free = available_memory(self.device)
+        if free is not None and free < need:
+            raise ARPGError(f'compile="frozen" keeps a packed weight copy in every graph (up to {need / 2**20:.0f} '
+                            f"MB each, {len(self.seen)} graphs built so far) and only {free / 2**20:.0f} MB are "
+                            "free: use compile=True (--compile), whose graphs share the model's weights")
 
     def _scalar(self, value: int, device: torch.device) -> torch.Tensor:
         # Views of one device table: choosing a position costs no host-to-device copy.

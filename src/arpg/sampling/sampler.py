@@ -145,7 +145,8 @@ def generate(
             count, padded step size and attention window, kept on the model for later calls;
             :mod:`arpg.sampling.compiled`). Same tokens as eager from the same generator; the first call pays
             the compile time (:func:`~arpg.sampling.compiled.compile_report`). ``"frozen"``: weights folded
-            into the graphs (faster on a CPU, more memory: one packed weight copy per graph).
+            into the graphs (faster on some CPUs; each graph keeps a packed copy of the weights it uses:
+            +1.3 GB over 164 MB of weights measured for a dim-512 model at 64 steps, batch 8).
     Returns:
         LongTensor [B, n] of codes in raster order, on the model's device.
     """
