@@ -49,11 +49,13 @@ def cpu_has_native(dtype: torch.dtype) -> bool:
     AVX-NE-CONVERT for bf16; AVX512-FP16 / AMX-FP16 for fp16). float32 always is. Without it, torch emulates
     the low-precision matmul: on an AVX2-only AMD EPYC (2 cores) a 2048x2048 bf16 matmul ran at 0.3 GFLOP/s
     against 171 GFLOP/s in float32."""
-    if dtype == torch.bfloat16:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    if dtype == torch.float16:
-        return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
-    return True
+    probe = {torch.bfloat16: "_is_mkldnn_bf16_supported", torch.float16: "_is_mkldnn_fp16_supported"}.get(dtype)
+    if probe is None:
+        return True
+    try:
+        return bool(getattr(torch.ops.mkldnn, probe)())
+    except (AttributeError, RuntimeError):  # a build without oneDNN (e.g. some ARM wheels): do not guess
+        return True
 
 
 def warn_if_emulated(device: torch.device, dtype: torch.dtype | None) -> None:
