@@ -44,6 +44,7 @@ from arpg.sampling.compiled import compile_report  # noqa: E402
 from arpg.sampling.reference import reference_generate  # noqa: E402
 from arpg.sampling.resources import cast_weights  # noqa: E402
 from arpg.sampling.schedules import step_counts  # noqa: E402
+from arpg.util.devices import cpu_has_native  # noqa: E402
 from sampling import matmul_peak, sampling_flops  # noqa: E402
 
 MODELS = {
@@ -177,7 +178,7 @@ def machine() -> str:
     except OSError:
         pass
     return (f"{name}, {os.cpu_count()} CPUs, {torch.backends.cpu.get_cpu_capability()}, native bf16 "
-            f"{'yes' if torch.ops.mkldnn._is_mkldnn_bf16_supported() else 'no'}")
+            f"{'yes' if cpu_has_native(torch.bfloat16) else 'no'}")
 
 
 def write_report(rows: list[dict], args: argparse.Namespace, path: Path) -> None:

@@ -15,7 +15,6 @@ Writes ``benchmarks/results/linear_packing.md``.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import time
@@ -74,9 +73,7 @@ def main() -> None:
             lines.append(f"| {name} {n_out}x{n_in} | {rows} | {t['plain']:.0f} | {t['onednn']:.0f} | "
                          f"{t['plain'] / t['onednn']:.2f}x | {mkl_cols} | {err:.1e} |")
             print(lines[-1], flush=True)
-    lines += ["", f"Native bf16 on this CPU: {'yes' if torch.ops.mkldnn._is_mkldnn_bf16_supported() else 'no'} "
-              f"({platform.machine()}, {torch.backends.cpu.get_cpu_capability()}).",
-              "The oneDNN-packed weight was packed for `rows` rows; the error column includes a call with "
+    lines += ["", "The oneDNN-packed weight was packed for `rows` rows; the error column includes a call with "
               "rows + 7 (one packed copy serves every step size)."]
     args.out.write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
