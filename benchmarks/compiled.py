@@ -7,7 +7,10 @@ Each case (model, dtype, batch, steps) runs in its own process, with random weig
 guidance 4. Samplers, all at equal weights (a bf16 case gives every sampler the same bf16 weight copy):
 ``reference`` = the published sampler's structure (``sampling/reference.py``: concatenating cache, one
 shared order, multinomial draw); ``eager`` = ``arpg.generate`` with the inverse-CDF draw; ``compiled`` =
-the same with ``compile=True``; ``frozen`` = ``compile="frozen"`` (weights folded into the graphs). Every
+the same with ``compile=True``; ``frozen`` = ``compile="frozen"`` (weights folded into the graphs);
+``packed`` / ``compiled-packed`` = eager / ``compile=True`` with ``pack_weights=True`` (one oneDNN-packed
+copy of the weights, made once before the warm-ups and attached only for these samplers' calls, so every
+other sampler, the reference included, runs plain ``F.linear``; its memory is counted in their held MB). Every
 sampler gets one untimed warm-up call (for the compiled ones: building their graphs, timed as compile
 time), then ``--repeats`` interleaved rounds; the table gives the median. Peak memory = the rise of the
 process's peak resident set (``VmHWM``, reset before each call) during a timed call; held memory = what
@@ -40,6 +43,7 @@ sys.path.insert(0, str(ROOT.parent / "src"))
 sys.path.insert(0, str(ROOT))
 
 import arpg  # noqa: E402
+import arpg.packing  # noqa: E402
 from arpg.sampling.compiled import compile_report  # noqa: E402
 from arpg.sampling.reference import reference_generate  # noqa: E402
 from arpg.sampling.resources import cast_weights  # noqa: E402
@@ -53,7 +57,8 @@ MODELS = {
     "XL-512px": ("ARPG-XL", dict(grid_size=32)),  # the 512x512 shape: 32x32 grid, 1024 tokens
 }
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-SAMPLERS = ("reference", "eager", "compiled", "frozen")
+SAMPLERS = ("reference", "eager", "compiled", "frozen", "packed", "compiled-packed")
+PACKED = ("packed", "compiled-packed")  # pack_weights=True: one shared oneDNN-packed weight copy
 DEFAULT_CASES = ("d512:fp32:8:64", "d512:fp32:1:32", "d512:fp32:32:32", "d512:bf16:8:64", "L:fp32:8:32",
                  "L:bf16:8:32")
 
@@ -99,6 +104,12 @@ def run_case(spec: str, samplers: list[str], repeats: int) -> dict:
     torch.nn.init.normal_(model.head.weight, std=0.02)
     if dtype != torch.float32:
         model = cast_weights(model, dtype)  # one weight copy shared by every sampler
+    packs, pack_mb = {}, 0.0
+    if any(w in PACKED for w in samplers):  # packed once, attached only for the packed samplers' calls
+        before = _trimmed_rss()
+        arpg.packing.pack_weights(model)
+        pack_mb = (_trimmed_rss() - before) / 2**20
+        packs = _detach_packs(model)
     cfg = model.config
     labels = torch.arange(batch) % cfg.num_classes
     order = torch.randperm(cfg.n_cells, generator=torch.Generator().manual_seed(1))
@@ -108,9 +119,17 @@ def run_case(spec: str, samplers: list[str], repeats: int) -> dict:
         gen = torch.Generator().manual_seed(2)
         if which == "reference":
             return reference_generate(model, labels, order, generator=gen, **kw)
-        mode = {"eager": False, "compiled": True, "frozen": "frozen"}[which]
-        return arpg.generate(model, labels, order=order, attention="block", token_draw="inverse-cdf",
-                             generator=gen, compile=mode, **kw)
+        mode = {"eager": False, "compiled": True, "frozen": "frozen", "packed": False, "compiled-packed": True}[which]
+        if which not in PACKED:
+            return arpg.generate(model, labels, order=order, attention="block", token_draw="inverse-cdf",
+                                 generator=gen, compile=mode, **kw)
+        for module, handles in packs.items():
+            module.__dict__.update(handles)
+        try:
+            return arpg.generate(model, labels, order=order, attention="block", token_draw="inverse-cdf",
+                                 generator=gen, compile=mode, pack_weights=True, **kw)
+        finally:
+            _detach_packs(model)
 
     out = {"case": spec, "model": name, "dtype": dtype_name, "batch": batch, "steps": steps, "samplers": {},
            "weights_mb": sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20,
@@ -122,7 +141,9 @@ def run_case(spec: str, samplers: list[str], repeats: int) -> dict:
         call(which)
         first = time.perf_counter() - t
         held[which] = _trimmed_rss() - before  # kept after the call: graphs, their constants, caches
-        if which in ("compiled", "frozen"):
+        if which in PACKED:
+            held[which] += pack_mb * 2**20  # the packed copy, made before the warm-ups
+        if which in ("compiled", "frozen", "compiled-packed"):
             rep = compile_report(model)  # the steps this sampler just used (see run_case_with_slots)
             compile_s[which] = (rep["compile_seconds"], rep["graphs"], first)
     times: dict[str, list[float]] = {w: [] for w in samplers}
@@ -145,6 +166,17 @@ def run_case(spec: str, samplers: list[str], repeats: int) -> dict:
     return out
 
 
+def _detach_packs(model) -> dict:
+    """Take the packed-weight handles off ``model`` (the packed copies stay alive) so the unpacked samplers,
+    the reference included, run plain ``F.linear``; returns them for re-attaching."""
+    taken = {}
+    for m in model.modules():
+        handles = {a: m.__dict__.pop(a) for a in (arpg.packing.HANDLE, arpg.packing.FUSED_HANDLE) if a in m.__dict__}
+        if handles:
+            taken[m] = handles
+    return taken
+
+
 def run_case_with_slots(spec: str, samplers: list[str], repeats: int) -> dict:
     """run_case, keeping one set of graphs per compiled sampler (a model holds one), so they interleave."""
     import arpg.sampling.compiled as compiled_mod
@@ -154,7 +186,7 @@ def run_case_with_slots(spec: str, samplers: list[str], repeats: int) -> dict:
     original = sampler_mod.static_steps
 
     def keeper(model, mode=True):
-        which = "frozen" if mode == "frozen" else "compiled"
+        which = "frozen" if mode == "frozen" else "compiled-packed" if arpg.packing.packed_count(model) else "compiled"
         hit = held.get(which)
         if hit is None or hit.model is not model:
             hit = held[which] = compiled_mod.StaticSteps(model, True, freeze=(which == "frozen"))
@@ -188,7 +220,8 @@ def write_report(rows: list[dict], args: argparse.Namespace, path: Path) -> None
              f"guidance 4, arccos schedule, block attention; median of {args.repeats} interleaved rounds after one "
              "warm-up call per sampler. `reference` = published structure (concatenating cache, multinomial); "
              "`eager` = arpg.generate (preallocated cache, inverse-CDF draw); `compiled` = compile=True; "
-             "`frozen` = compile=\"frozen\". Compile = time building the graphs (first call of each: trace, "
+             "`frozen` = compile=\"frozen\"; `packed` / `compiled-packed` = eager / compiled with pack_weights=True "
+             "(one shared oneDNN-packed weight copy, counted in their held MB). Compile = time building the graphs (first call of each: trace, "
              "compile, one run), `graphs` = how many. Peak MB = rise of the peak RSS during one timed call. Held MB = "
              "resident memory the sampler keeps after its warm-up call (after gc and malloc_trim): graphs, their "
              "folded constants, caches -- on top of the model's weights (`weights MB`, shared by all samplers); "

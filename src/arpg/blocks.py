@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from .config import ARPGConfig
 from .fusion import fused_weight
+from .packing import FUSED_HANDLE, linear, project
 from .rope import apply_rope
 
 
@@ -39,9 +40,9 @@ class FeedForward(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         fused = fused_weight(self, [self.w1.weight, self.w3.weight])
         if fused is not None:  # one matmul for w1 and w3 (arpg.fusion)
-            a, b = F.linear(x, fused).chunk(2, dim=-1)
-            return self.dropout(self.w2(F.silu(a) * b))
-        return self.dropout(self.w2(F.silu(self.w1(x)) * self.w3(x)))
+            a, b = linear(x, fused, self.__dict__.get(FUSED_HANDLE)).chunk(2, dim=-1)
+            return self.dropout(project(self.w2, F.silu(a) * b))
+        return self.dropout(project(self.w2, F.silu(project(self.w1, x)) * project(self.w3, x)))
 
 
 class SelfAttention(nn.Module):
@@ -58,17 +59,18 @@ class SelfAttention(nn.Module):
         B, T, _ = x.shape
         fused = fused_weight(self, [self.to_q.weight, self.to_k.weight, self.to_v.weight])
         if fused is not None:  # one matmul for q, k and v (arpg.fusion)
-            q, k, v = (t.reshape(B, T, self.n_head, self.head_dim) for t in F.linear(x, fused).chunk(3, dim=-1))
+            q, k, v = (t.reshape(B, T, self.n_head, self.head_dim) for t in
+                       linear(x, fused, self.__dict__.get(FUSED_HANDLE)).chunk(3, dim=-1))
         else:
-            q = self.to_q(x).view(B, T, self.n_head, self.head_dim)
-            k = self.to_k(x).view(B, T, self.n_head, self.head_dim)
-            v = self.to_v(x).view(B, T, self.n_head, self.head_dim)
+            q = project(self.to_q, x).view(B, T, self.n_head, self.head_dim)
+            k = project(self.to_k, x).view(B, T, self.n_head, self.head_dim)
+            v = project(self.to_v, x).view(B, T, self.n_head, self.head_dim)
         q, k = apply_rope(q, rope), apply_rope(k, rope)
         return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
 
     def out(self, y: torch.Tensor) -> torch.Tensor:
         B, H, T, D = y.shape
-        return self.proj(y.transpose(1, 2).reshape(B, T, H * D))
+        return project(self.proj, y.transpose(1, 2).reshape(B, T, H * D))
 
 
 class CrossAttention(nn.Module):
@@ -83,10 +85,10 @@ class CrossAttention(nn.Module):
     def forward(self, x: torch.Tensor, rope: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 is_causal: bool, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         B, T, _ = x.shape
-        q = apply_rope(self.to_q(x).view(B, T, self.n_head, self.head_dim), rope).transpose(1, 2)
+        q = apply_rope(project(self.to_q, x).view(B, T, self.n_head, self.head_dim), rope).transpose(1, 2)
         y = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=attn_mask,
                                            is_causal=is_causal)
-        return self.proj(y.transpose(1, 2).reshape(B, T, -1))
+        return project(self.proj, y.transpose(1, 2).reshape(B, T, -1))
 
 
 class _Block(nn.Module):

@@ -27,6 +27,7 @@ from .cache import KVCache
 from .config import ARPGConfig, get_preset
 from .control import build_encoder, check_condition, condition_queries
 from .errors import ARPGError
+from .packing import project
 from .rope import apply_rope, build_rope_table, position_index
 from .util.pretrained import PretrainedMixin
 
@@ -120,8 +121,8 @@ class ARPG(nn.Module, PretrainedMixin):
         B, T, _ = h.shape
         cfg = self.config
         h = self.layers.norm(h)
-        k = apply_rope(self.layers.to_k(h).view(B, T, cfg.n_head, cfg.head_dim), rope)
-        v = self.layers.to_v(h).view(B, T, cfg.n_head, cfg.head_dim)
+        k = apply_rope(project(self.layers.to_k, h).view(B, T, cfg.n_head, cfg.head_dim), rope)
+        v = project(self.layers.to_v, h).view(B, T, cfg.n_head, cfg.head_dim)
         return k.transpose(1, 2), v.transpose(1, 2)
 
     def query_inputs(self, cls_ids: torch.Tensor, T: int, cells: torch.Tensor | None = None,
@@ -151,7 +152,7 @@ class ARPG(nn.Module, PretrainedMixin):
         return self.condition_encoder(condition.to(device=p.device, dtype=p.dtype))
 
     def _logits(self, h: torch.Tensor) -> torch.Tensor:
-        return self.head(self.norm(h)).float()
+        return project(self.head, self.norm(h)).float()
 
     # ---------------------------------------------------------------------------------------------
     # Training: teacher-forced forward

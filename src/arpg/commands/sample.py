@@ -103,6 +103,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "pays the compile time, reported apart). 'frozen' folds the weights into the graphs: "
                         "faster on some CPUs, but each graph keeps its own packed weight copy (a 164 MB model "
                         "held 1.3 GB more at 64 steps)")
+    p.add_argument("--pack-weights", action="store_true",
+                   help="CPU: run every decoding matmul through one oneDNN-packed copy of its weight, shared by "
+                        "eager and --compile decoding (faster thin matmuls; costs one more copy of the weights)")
     add_sampling_args(p)
     p.set_defaults(func=run)
 
@@ -111,6 +114,9 @@ def run(args: argparse.Namespace) -> int:
     if args.compile and args.int8:
         raise ARPGError("--compile does not take --int8 (torch.compile cannot trace the quantized layers); "
                         "use one of the two")
+    if args.pack_weights and (args.int8 or args.compile == "frozen"):
+        raise ARPGError(f"--pack-weights does not take {'--int8' if args.int8 else '--compile frozen'} (both "
+                        "pack the weights their own way); use one of the two")
     out = Path(args.out)
     stale = prepare_sample_folder(out)
     device = pick_device(args.device)
@@ -122,7 +128,8 @@ def run(args: argparse.Namespace) -> int:
                         batch_size=args.batch_size, save_codes=args.save_codes,
                         record=dict(model=args.model or "shipped demo", tokenizer=args.tokenizer or "shipped demo",
                                     weights="int8 (weight-only)" if args.int8 else "as loaded"),
-                        compile={None: False, "on": True, "frozen": "frozen"}[args.compile])
+                        compile={None: False, "on": True, "frozen": "frozen"}[args.compile],
+                        pack_weights=args.pack_weights)
     n, t = len(meta["files"]), meta["seconds"]
     built = ""
     if "compile" in meta:

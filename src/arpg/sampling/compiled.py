@@ -32,6 +32,7 @@ from ..cache import KVCache
 from ..errors import ARPGError
 from ..fusion import check_fusions
 from ..model import ARPG
+from ..packing import pack_state
 from ..static_decode import key_windows, static_capacity, static_extend, static_query, window_for
 from .cuda_graphs import GraphedSteps
 from .guidance import apply_guidance, pick_by_uniform, token_probs
@@ -101,6 +102,7 @@ class StaticSteps:
         self.compiled = compile
         self.freeze = freeze
         self.weights_key = weights_key(model)
+        self.pack_state = pack_state(model)  # the packed-weight handles the graphs bake in (arpg.packing)
         # torch.compile caches graphs per code object and reuses one whose guards pass; reading this number
         # in the graph bodies makes it a guard, so no instance ever runs another's (e.g. frozen) graphs.
         self.token = next(_TOKENS)
@@ -254,7 +256,8 @@ def static_steps(model: ARPG, mode: bool | str = True) -> StaticSteps:
     device = model.embeddings.weight.device
     hit = model.__dict__.get("_static_steps")
     pinned = freeze or device.type == "cuda"  # graphs that hold the weights themselves, or their addresses
-    stale = hit is not None and pinned and hit.weights_key != weights_key(model)
+    stale = hit is not None and ((pinned and hit.weights_key != weights_key(model))
+                                 or hit.pack_state != pack_state(model))
     if hit is None or hit.freeze != freeze or hit.device != device or stale:
         hit = StaticSteps(model, True, freeze=freeze, graphs=GraphedSteps() if device.type == "cuda" else None)
         model.__dict__["_static_steps"] = hit  # a plain attribute: not a submodule, not in state_dict

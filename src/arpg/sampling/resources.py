@@ -9,6 +9,7 @@ import torch
 
 from ..errors import ARPGError
 from ..model import ARPG
+from ..packing import pack_state, pack_weights, packed_bytes
 
 
 CACHED_ATTRIBUTES = ("_cast_weights", "_static_steps")  # what sampling keeps on a model, never copied
@@ -78,3 +79,23 @@ def check_memory(model: ARPG, batch: int, guided: bool, max_queries: int, dtype:
         fits = max(1, int(0.9 * free // per))
         raise ARPGError(f"a decoding batch of {batch} needs about {need / 2**30:.1f} GiB but {device} has "
                         f"{free / 2**30:.1f} GiB free; use a batch size of at most {fits}")
+
+
+def use_packed_weights(model: ARPG, compile: bool | str, autocast: bool) -> None:
+    """Pack ``model``'s decoding weights (:func:`arpg.packing.pack_weights`), refusing in one line what cannot
+    take them or could not hold the copy."""
+    if autocast:
+        raise ARPGError("pack_weights runs the weights' own dtype, not autocast: pass dtype without autocast")
+    if compile == "frozen":
+        raise ARPGError('compile="frozen" packs the weights into every graph itself: use pack_weights with '
+                        "compile=True (one shared packed copy), or frozen alone")
+    if model.__dict__.get("int8_weights"):
+        raise ARPGError("pack_weights does not take int8 weights (they are packed by their quantized layers)")
+    if all(h is not None for h in pack_state(model)):
+        return  # packed already, still valid
+    need = packed_bytes(model)
+    free = available_memory(model.head.weight.device)
+    if free is not None and free < need:
+        raise ARPGError(f"pack_weights needs about {need / 2**20:.0f} MB for the packed copy and only "
+                        f"{free / 2**20:.0f} MB are free: leave it off")
+    pack_weights(model)

@@ -48,22 +48,26 @@ def prepare_sample_folder(out: Path) -> list[Path]:
 
 def write_sample(model, tok, labels: torch.Tensor, sampling: SamplingConfig, out: Path, *, stale: list[Path],
                  seed: int = 0, dtype_name: str = "fp32", batch_size: int = 32, save_codes: bool = False,
-                 record: dict[str, Any] | None = None, compile: bool | str = False) -> dict[str, Any]:
+                 record: dict[str, Any] | None = None, compile: bool | str = False,
+                 pack_weights: bool = False) -> dict[str, Any]:
     """Sample ``labels`` with ``sampling`` into ``out`` (the ``stale`` files of an earlier sample there are
     removed once the new one is decoded); returns the record written to ``sample.json``. With ``compile``
-    (see :func:`~arpg.sampling.generate`) the record also gives the compile time inside ``seconds``."""
+    (see :func:`~arpg.sampling.generate`) the record also gives the compile time inside ``seconds``;
+    ``pack_weights`` is passed on to it and recorded."""
     device = model.embeddings.weight.device
     gen = torch.Generator(device=device).manual_seed(seed)
     before = compile_report(model)["compile_seconds"]
     t0 = time.perf_counter()
     codes = generate(model, labels, sampling=sampling, generator=gen, dtype=parse_dtype(dtype_name),
-                     batch_size=batch_size, progress=True, compile=compile)
+                     batch_size=batch_size, progress=True, compile=compile, pack_weights=pack_weights)
     seconds = time.perf_counter() - t0
     if compile:
         report = compile_report(model)
         record = dict(record or {}, compile=dict(mode="frozen" if compile == "frozen" else "on",
                                                  graphs=report["graphs"],
                                                  compile_seconds=round(report["compile_seconds"] - before, 3)))
+    if pack_weights:
+        record = dict(record or {}, packed_weights=True)
     with torch.no_grad():
         images = to_uint8(tok.decode(codes, grid=(model.config.grid_size,) * 2, batch_size=batch_size))
     for p in stale:
