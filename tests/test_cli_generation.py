@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import torch
 import pytest
 
 from arpg.cli import main
@@ -110,3 +111,23 @@ def test_edit_records_steps_it_was_given(weights, tmp_path):
     assert main(["inpaint", str(weights / "img.png"), "--label", "1", "--box", "0,0,8,8", *_common(weights),
                  "--out", str(out)]) == 0
     assert json.loads(out.with_suffix(".json").read_text())["sampling"]["steps"] == 2
+
+
+def test_sample_pack_weights_moves_the_weights_and_gives_the_same_codes(weights, tmp_path, monkeypatch):
+    import arpg.commands.sample as sample_cmd
+    import arpg.packing as packing
+
+    if packing.packing_available(torch.float32):
+        pytest.skip("this PyTorch build has no oneDNN")
+    moved = []
+    real = sample_cmd.pack_weights
+    monkeypatch.setattr(sample_cmd, "pack_weights",
+                        lambda m, in_place=False: moved.append(in_place) or real(m, in_place=in_place))
+    runs = {}
+    for flag in ([], ["--pack-weights"]):
+        out = tmp_path / ("packed" if flag else "plain")
+        assert main(["sample", *_common(weights), "--labels", "1,2", "--out", str(out), "--save-codes", *flag]) == 0
+        runs[bool(flag)] = (np.load(out / "codes.npy"), json.loads((out / "sample.json").read_text()))
+    assert moved == [True]  # only the --pack-weights run, and in place: the process holds one weight copy
+    assert np.array_equal(runs[True][0], runs[False][0])
+    assert runs[True][1]["packed_weights"] is True and "packed_weights" not in runs[False][1]

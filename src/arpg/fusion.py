@@ -20,6 +20,18 @@ import torch.nn as nn
 FUSED_ATTRIBUTE = "fused_weight"
 
 
+def stand_in(like: torch.Tensor) -> torch.Tensor:
+    """A weight-shaped stand-in that holds one element (every entry aliases it): what a parameter keeps
+    while its values live only in a packed copy (:func:`arpg.packing.pack_weights` with ``in_place``)."""
+    return torch.zeros(1, dtype=like.dtype, device=like.device).expand(like.shape)
+
+
+def is_stand_in(t: object) -> bool:
+    """True for a :func:`stand_in` (a matrix whose rows and columns all alias one element); False for
+    anything else (an int8 layer's ``weight`` is a method)."""
+    return isinstance(t, torch.Tensor) and t.dim() == 2 and t.numel() > 1 and t.stride() == (0, 0)
+
+
 def _aliases(fused: torch.Tensor, parts: list[torch.Tensor]) -> bool:
     """True while ``parts`` are the consecutive row blocks of ``fused`` (same memory, dtype, device)."""
     offset = fused.data_ptr()
@@ -36,7 +48,8 @@ def fused_weight(module: nn.Module, parts: list[torch.Tensor]) -> torch.Tensor |
     fused = module.__dict__.get(FUSED_ATTRIBUTE)
     if fused is None or torch.compiler.is_compiling():
         return fused
-    if not _aliases(fused, parts):
+    moved = is_stand_in(fused) and all(is_stand_in(p) for p in parts)  # its values live in a packed copy
+    if not (moved or _aliases(fused, parts)):
         del module.__dict__[FUSED_ATTRIBUTE]
         return None
     return fused

@@ -27,7 +27,7 @@ from .cache import KVCache
 from .config import ARPGConfig, get_preset
 from .control import build_encoder, check_condition, condition_queries
 from .errors import ARPGError
-from .packing import project
+from .packing import is_packed_in_place, project, unpack_weights
 from .rope import apply_rope, build_rope_table, position_index
 from .util.pretrained import PretrainedMixin
 
@@ -84,6 +84,13 @@ class ARPG(nn.Module, PretrainedMixin):
     def from_preset(cls, name: str, **overrides: Any) -> "ARPG":
         """Build a randomly initialised model from a named preset (see :data:`arpg.config.ARPG_PRESETS`)."""
         return cls(get_preset(name, **overrides))
+
+    def _apply(self, fn, recurse=True):
+        # .to() / .float() / .cuda() would turn stand-ins of weights packed in place (arpg.packing) into
+        # full tensors of their one element: give the parameters their values back first.
+        if is_packed_in_place(self):
+            unpack_weights(self)
+        return super()._apply(fn, recurse)
 
     def reset_parameters(self) -> None:
         """Published init: N(0, 0.02) for linears and embeddings, norms at 1, the output head zeroed."""

@@ -4,12 +4,13 @@ estimate of a decoding batch's memory checked against what is free."""
 from __future__ import annotations
 
 import copy
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
 from ..errors import ARPGError
 from ..model import ARPG
-from ..packing import pack_state, pack_weights, packed_bytes
+from ..packing import MOVED, is_packed_in_place, pack_state, pack_weights, packed_bytes, packs_set_aside, unpack_weights
 
 
 CACHED_ATTRIBUTES = ("_cast_weights", "_static_steps")  # what sampling keeps on a model, never copied
@@ -17,6 +18,8 @@ CACHED_ATTRIBUTES = ("_cast_weights", "_static_steps")  # what sampling keeps on
 
 def plain_copy(model: ARPG) -> ARPG:
     """A deep copy of ``model`` without what sampling caches on it (weight copies, compiled graphs)."""
+    if is_packed_in_place(model):  # its parameters hold stand-ins: a copy would compute with them
+        raise ARPGError(MOVED.format(what="a copy of the model (bf16, fp16, int8) cannot be made from them"))
     kept = {k: model.__dict__.pop(k) for k in CACHED_ATTRIBUTES if k in model.__dict__}
     try:
         return copy.deepcopy(model)
@@ -81,9 +84,23 @@ def check_memory(model: ARPG, batch: int, guided: bool, max_queries: int, dtype:
                         f"{free / 2**30:.1f} GiB free; use a batch size of at most {fits}")
 
 
-def use_packed_weights(model: ARPG, compile: bool | str, autocast: bool) -> None:
+def weights_for_call(model: ARPG, pack: bool, own_copy: bool, compile: bool | str,
+                     autocast: bool) -> AbstractContextManager:
+    """The context a sampling call runs its matmuls in. ``pack``: through packed copies, made here
+    (:func:`use_packed_weights`); moved in place when ``own_copy`` (a weight copy sampling made itself, e.g.
+    the bf16 one, so it never holds its weights twice). Otherwise plain ``F.linear``: packed copies an earlier
+    call left are set aside for this one, and an own copy packed in place gets its plain weights back."""
+    if pack:
+        use_packed_weights(model, compile=compile, autocast=autocast, in_place=own_copy)
+        return nullcontext()
+    if own_copy and is_packed_in_place(model):
+        unpack_weights(model)
+    return packs_set_aside(model)
+
+
+def use_packed_weights(model: ARPG, compile: bool | str, autocast: bool, in_place: bool = False) -> None:
     """Pack ``model``'s decoding weights (:func:`arpg.packing.pack_weights`), refusing in one line what cannot
-    take them or could not hold the copy."""
+    take them or could not hold the copy (``in_place`` needs no room: it moves one matmul's weight at a time)."""
     if autocast:
         raise ARPGError("pack_weights runs the weights' own dtype, not autocast: pass dtype without autocast")
     if compile == "frozen":
@@ -91,11 +108,11 @@ def use_packed_weights(model: ARPG, compile: bool | str, autocast: bool) -> None
                         "compile=True (one shared packed copy), or frozen alone")
     if model.__dict__.get("int8_weights"):
         raise ARPGError("pack_weights does not take int8 weights (they are packed by their quantized layers)")
-    if all(h is not None for h in pack_state(model)):
+    if all(h is not None for h in pack_state(model)) and (is_packed_in_place(model) or not in_place):
         return  # packed already, still valid
-    need = packed_bytes(model)
+    need = 0 if in_place else packed_bytes(model)
     free = available_memory(model.head.weight.device)
     if free is not None and free < need:
         raise ARPGError(f"pack_weights needs about {need / 2**20:.0f} MB for the packed copy and only "
                         f"{free / 2**20:.0f} MB are free: leave it off")
-    pack_weights(model)
+    pack_weights(model, in_place=in_place)

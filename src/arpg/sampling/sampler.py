@@ -25,7 +25,7 @@ from ..control import CONDITION_GUIDANCE, check_condition
 from ..errors import ARPGError
 from ..model import ARPG
 from .compiled import COMPILE_MODES, StaticSteps, static_steps
-from .resources import cast_weights, check_memory, use_packed_weights
+from .resources import cast_weights, check_memory, weights_for_call
 from .guidance import apply_guidance, guidance_weight, sample_tokens
 from .orders import make_orders
 from .recipes import recommended_sampling
@@ -150,8 +150,11 @@ def generate(
             +1.3 GB over 164 MB of weights measured for a dim-512 model at 64 steps, batch 8).
         pack_weights: CPU only: run every decoding matmul through one oneDNN-packed copy of its weight, made
             once and kept on the model until a parameter changes (:mod:`arpg.packing`), in eager and compiled
-            decoding alike. Costs one more copy of the weights in memory; float32 or bf16 weights (bf16 only on
-            a CPU with native bf16). Same values as unpacked up to float rounding (~1e-6 relative).
+            decoding alike. Costs one more copy of the weights in memory, unless the model was packed in place
+            (``arpg.packing.pack_weights(model, in_place=True)``); the bf16 copy ``dtype`` makes is always
+            packed in place. Float32 or bf16 weights (bf16 only on a CPU with native bf16). Same values as
+            unpacked up to float rounding (~1e-6 relative). False: plain matmuls, with packed copies an
+            earlier call left set aside for this one (compiled steps are then rebuilt for the other packing).
     Returns:
         LongTensor [B, n] of codes in raster order, on the model's device.
     """
@@ -160,6 +163,7 @@ def generate(
     if model.__dict__.get("int8_weights") and dtype not in (None, torch.float32):
         raise ARPGError("an int8-weight model computes in float32: leave dtype unset (or fp32)")
     warn_if_emulated(device, dtype or model.embeddings.weight.dtype)
+    source = model
     if dtype in (torch.bfloat16, torch.float16) and model.embeddings.weight.dtype == torch.float32 and not autocast:
         model, dtype = cast_weights(model, dtype), None  # low-precision weights, converted once
     if not (isinstance(compile, bool) or compile == "frozen"):
@@ -169,79 +173,80 @@ def generate(
                         "cannot trace the quantized layers); use one of the two")
     if compile and autocast:
         raise ARPGError("compile=True runs low-precision weights, not autocast: pass dtype without autocast")
-    if pack_weights:
-        use_packed_weights(model, compile=compile, autocast=autocast)
-    fast = static_steps(model, compile) if compile else None
-    labels = torch.as_tensor(labels, dtype=torch.long, device=device)
-    if labels.dim() != 1:
-        raise ARPGError(f"labels must be a 1-D sequence of class ids, got shape {list(labels.shape)}")
-    model.check_labels(labels)
-    if condition is not None:
-        if not cfg.controlled:
-            model.encode_condition(condition)  # raises the one-line "no condition encoder" error
-        condition = check_condition(condition, labels.shape[0], cfg.condition_channels, cfg.condition_side)
-    if condition_guidance not in CONDITION_GUIDANCE:
-        raise ARPGError(f"condition_guidance must be one of {CONDITION_GUIDANCE}, got {condition_guidance!r}")
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-        raise ARPGError(f"batch_size must be a positive integer or None, got {batch_size!r}")
-    named_order = order if isinstance(order, str) else None
-    sc = resolve_sampling(model, sampling, steps=steps, cfg_scale=cfg_scale, cfg_schedule=cfg_schedule,
-                          step_schedule=step_schedule, temperature=temperature, top_k=top_k, top_p=top_p,
-                          order=named_order, attention=attention, guidance_interval=guidance_interval,
-                          temperature_schedule=temperature_schedule, temperature_end=temperature_end,
-                          refine_rounds=refine_rounds, refine_fraction=refine_fraction, token_draw=token_draw)
-    sc.validate(cfg.n_cells if known_mask is None and known_codes is None else None)
-    if order is None or named_order is not None:
-        order = sc.order
-    B, n = labels.shape[0], cfg.n_cells
-    if known_mask is not None or known_codes is not None:
-        if known_mask is None or known_codes is None:
-            raise ARPGError("prefilling needs both known_codes and known_mask")
-        known_mask = torch.as_tensor(known_mask, dtype=torch.bool, device=device)
-        known_codes = torch.as_tensor(known_codes, dtype=torch.long, device=device)
-        if known_mask.dim() == 1:
-            known_mask, known_codes = known_mask.expand(B, -1), known_codes.expand(B, -1)
-        if tuple(known_mask.shape) != (B, n) or tuple(known_codes.shape) != (B, n):
-            raise ARPGError(f"known_mask and known_codes must be shaped [{B}, {n}] (batch, grid cells), got "
-                            f"{list(known_mask.shape)} and {list(known_codes.shape)}")
-        sel = known_codes[known_mask]
-        if sel.numel() and (int(sel.min()) < 0 or int(sel.max()) >= cfg.vocab_size):
-            raise ARPGError(f"known codes must be in 0..{cfg.vocab_size - 1}")
-    plan = step_counts(n, sc.steps, sc.step_schedule) if known_mask is None else None
-    orders = make_orders(order, B, cfg.grid_size, generator=generator, device=device, counts=plan)
-    model.eval()
+    # the packed copies this call runs through, or plain matmuls with any earlier call's set aside
+    with weights_for_call(model, pack_weights, own_copy=model is not source, compile=compile,
+                          autocast=autocast):
+        fast = static_steps(model, compile) if compile else None
+        labels = torch.as_tensor(labels, dtype=torch.long, device=device)
+        if labels.dim() != 1:
+            raise ARPGError(f"labels must be a 1-D sequence of class ids, got shape {list(labels.shape)}")
+        model.check_labels(labels)
+        if condition is not None:
+            if not cfg.controlled:
+                model.encode_condition(condition)  # raises the one-line "no condition encoder" error
+            condition = check_condition(condition, labels.shape[0], cfg.condition_channels, cfg.condition_side)
+        if condition_guidance not in CONDITION_GUIDANCE:
+            raise ARPGError(f"condition_guidance must be one of {CONDITION_GUIDANCE}, got {condition_guidance!r}")
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+            raise ARPGError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+        named_order = order if isinstance(order, str) else None
+        sc = resolve_sampling(model, sampling, steps=steps, cfg_scale=cfg_scale, cfg_schedule=cfg_schedule,
+                              step_schedule=step_schedule, temperature=temperature, top_k=top_k, top_p=top_p,
+                              order=named_order, attention=attention, guidance_interval=guidance_interval,
+                              temperature_schedule=temperature_schedule, temperature_end=temperature_end,
+                              refine_rounds=refine_rounds, refine_fraction=refine_fraction, token_draw=token_draw)
+        sc.validate(cfg.n_cells if known_mask is None and known_codes is None else None)
+        if order is None or named_order is not None:
+            order = sc.order
+        B, n = labels.shape[0], cfg.n_cells
+        if known_mask is not None or known_codes is not None:
+            if known_mask is None or known_codes is None:
+                raise ARPGError("prefilling needs both known_codes and known_mask")
+            known_mask = torch.as_tensor(known_mask, dtype=torch.bool, device=device)
+            known_codes = torch.as_tensor(known_codes, dtype=torch.long, device=device)
+            if known_mask.dim() == 1:
+                known_mask, known_codes = known_mask.expand(B, -1), known_codes.expand(B, -1)
+            if tuple(known_mask.shape) != (B, n) or tuple(known_codes.shape) != (B, n):
+                raise ARPGError(f"known_mask and known_codes must be shaped [{B}, {n}] (batch, grid cells), got "
+                                f"{list(known_mask.shape)} and {list(known_codes.shape)}")
+            sel = known_codes[known_mask]
+            if sel.numel() and (int(sel.min()) < 0 or int(sel.max()) >= cfg.vocab_size):
+                raise ARPGError(f"known codes must be in 0..{cfg.vocab_size - 1}")
+        plan = step_counts(n, sc.steps, sc.step_schedule) if known_mask is None else None
+        orders = make_orders(order, B, cfg.grid_size, generator=generator, device=device, counts=plan)
+        model.eval()
 
-    chunk = batch_size or B
-    if plan is not None:
-        widest = max(plan)
-    elif isinstance(sc.step_schedule, str):
-        unknown_max = int((~known_mask).sum(dim=1).max())
-        widest = max(step_counts(unknown_max, min(sc.steps, unknown_max), sc.step_schedule)) if unknown_max else 1
-    else:
-        widest = n
-    check_memory(model, min(chunk, B), sc.cfg_scale != 1.0, widest, dtype)
-    starts = range(0, B, chunk)
-    out = torch.empty(B, n, dtype=torch.long, device=device)
-    bar = tqdm(total=B, desc="sampling", unit="img", disable=not progress)
-    with _autocast(device, dtype):
-        for s in starts:
-            sl = slice(s, s + chunk)
-            control = None if condition is None else (model.encode_condition(condition[sl]), condition_guidance)
-            if known_mask is None:
-                out[sl] = _decode_group(model, labels[sl], orders[sl], None, None, dtype, sc, generator, on_step,
-                                        control=control, fast=fast)
-            else:
-                # Rows with different numbers of known cells cannot share a rectangular step: group them.
-                counts = known_mask[sl].sum(dim=1)
-                for k in counts.unique().tolist():
-                    local = (counts == k).nonzero().squeeze(1)
-                    rows = local + s
-                    part = None if control is None else (control[0][local], control[1])
-                    out[rows] = _decode_group(model, labels[rows], orders[rows], known_codes[rows], known_mask[rows],
-                                              dtype, sc, generator, on_step, control=part, fast=fast)
-            bar.update(min(chunk, B - s))
-    bar.close()
-    return out
+        chunk = batch_size or B
+        if plan is not None:
+            widest = max(plan)
+        elif isinstance(sc.step_schedule, str):
+            unknown_max = int((~known_mask).sum(dim=1).max())
+            widest = max(step_counts(unknown_max, min(sc.steps, unknown_max), sc.step_schedule)) if unknown_max else 1
+        else:
+            widest = n
+        check_memory(model, min(chunk, B), sc.cfg_scale != 1.0, widest, dtype)
+        starts = range(0, B, chunk)
+        out = torch.empty(B, n, dtype=torch.long, device=device)
+        bar = tqdm(total=B, desc="sampling", unit="img", disable=not progress)
+        with _autocast(device, dtype):
+            for s in starts:
+                sl = slice(s, s + chunk)
+                control = None if condition is None else (model.encode_condition(condition[sl]), condition_guidance)
+                if known_mask is None:
+                    out[sl] = _decode_group(model, labels[sl], orders[sl], None, None, dtype, sc, generator, on_step,
+                                            control=control, fast=fast)
+                else:
+                    # Rows with different numbers of known cells cannot share a rectangular step: group them.
+                    counts = known_mask[sl].sum(dim=1)
+                    for k in counts.unique().tolist():
+                        local = (counts == k).nonzero().squeeze(1)
+                        rows = local + s
+                        part = None if control is None else (control[0][local], control[1])
+                        out[rows] = _decode_group(model, labels[rows], orders[rows], known_codes[rows], known_mask[rows],
+                                                  dtype, sc, generator, on_step, control=part, fast=fast)
+                bar.update(min(chunk, B - s))
+        bar.close()
+        return out
 
 
 def _decode_group(model: ARPG, labels: torch.Tensor, orders: torch.Tensor, known_codes: torch.Tensor | None,
