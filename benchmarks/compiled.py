@@ -8,9 +8,10 @@ guidance 4. Samplers, all at equal weights (a bf16 case gives every sampler the 
 ``reference`` = the published sampler's structure (``sampling/reference.py``: concatenating cache, one
 shared order, multinomial draw); ``eager`` = ``arpg.generate`` with the inverse-CDF draw; ``compiled`` =
 the same with ``compile=True``; ``frozen`` = ``compile="frozen"`` (weights folded into the graphs);
-``packed`` / ``compiled-packed`` = eager / ``compile=True`` with ``pack_weights=True`` (one oneDNN-packed
-copy of the weights, made once before the warm-ups and attached only for these samplers' calls, so every
-other sampler, the reference included, runs plain ``F.linear``; its memory is counted in their held MB). Every
+``packed`` / ``compiled-packed`` = eager / ``compile=True`` with ``pack_weights=True``, the weights moved
+into their oneDNN-packed copies (``arpg.packing.pack_weights(model, in_place=True)``) before each of these
+samplers' calls and back after it, untimed, so every other sampler, the reference included, runs plain
+``F.linear``, and their held MB is what an in-place packed model keeps beyond the plain weights. Every
 sampler gets one untimed warm-up call (for the compiled ones: building their graphs, timed as compile
 time), then ``--repeats`` interleaved rounds; the table gives the median. Peak memory = the rise of the
 process's peak resident set (``VmHWM``, reset before each call) during a timed call; held memory = what
@@ -58,7 +59,7 @@ MODELS = {
 }
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 SAMPLERS = ("reference", "eager", "compiled", "frozen", "packed", "compiled-packed")
-PACKED = ("packed", "compiled-packed")  # pack_weights=True: one shared oneDNN-packed weight copy
+PACKED = ("packed", "compiled-packed")  # pack_weights=True, the weights packed in place for their calls
 DEFAULT_CASES = ("d512:fp32:8:64", "d512:fp32:1:32", "d512:fp32:32:32", "d512:bf16:8:64", "L:fp32:8:32",
                  "L:bf16:8:32")
 
@@ -104,12 +105,6 @@ def run_case(spec: str, samplers: list[str], repeats: int) -> dict:
     torch.nn.init.normal_(model.head.weight, std=0.02)
     if dtype != torch.float32:
         model = cast_weights(model, dtype)  # one weight copy shared by every sampler
-    packs, pack_mb = {}, 0.0
-    if any(w in PACKED for w in samplers):  # packed once, attached only for the packed samplers' calls
-        before = _trimmed_rss()
-        arpg.packing.pack_weights(model)
-        pack_mb = (_trimmed_rss() - before) / 2**20
-        packs = _detach_packs(model)
     cfg = model.config
     labels = torch.arange(batch) % cfg.num_classes
     order = torch.randperm(cfg.n_cells, generator=torch.Generator().manual_seed(1))
@@ -120,16 +115,20 @@ def run_case(spec: str, samplers: list[str], repeats: int) -> dict:
         if which == "reference":
             return reference_generate(model, labels, order, generator=gen, **kw)
         mode = {"eager": False, "compiled": True, "frozen": "frozen", "packed": False, "compiled-packed": True}[which]
-        if which not in PACKED:
-            return arpg.generate(model, labels, order=order, attention="block", token_draw="inverse-cdf",
-                                 generator=gen, compile=mode, **kw)
-        for module, handles in packs.items():
-            module.__dict__.update(handles)
-        try:
-            return arpg.generate(model, labels, order=order, attention="block", token_draw="inverse-cdf",
-                                 generator=gen, compile=mode, pack_weights=True, **kw)
-        finally:
-            _detach_packs(model)
+        return arpg.generate(model, labels, order=order, attention="block", token_draw="inverse-cdf",
+                             generator=gen, compile=mode, pack_weights=which in PACKED, **kw)
+
+    pack_s: list[float] = []
+
+    def prepare(which: str) -> None:  # untimed: the packed samplers get the weights moved into packed copies
+        if which in PACKED:
+            t = time.perf_counter()
+            arpg.packing.pack_weights(model, in_place=True)
+            pack_s.append(time.perf_counter() - t)
+
+    def finish(which: str) -> None:  # untimed: every other sampler, the reference included, gets them back
+        if which in PACKED:
+            arpg.packing.unpack_weights(model)
 
     out = {"case": spec, "model": name, "dtype": dtype_name, "batch": batch, "steps": steps, "samplers": {},
            "weights_mb": sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20,
@@ -137,12 +136,12 @@ def run_case(spec: str, samplers: list[str], repeats: int) -> dict:
     compile_s, held = {}, {}
     for which in samplers:  # warm-up; for the compiled samplers this builds (and times) their graphs
         before = _trimmed_rss()
+        prepare(which)
         t = time.perf_counter()
         call(which)
         first = time.perf_counter() - t
-        held[which] = _trimmed_rss() - before  # kept after the call: graphs, their constants, caches
-        if which in PACKED:
-            held[which] += pack_mb * 2**20  # the packed copy, made before the warm-ups
+        held[which] = _trimmed_rss() - before  # kept after the call: graphs, their constants, caches, packs
+        finish(which)
         if which in ("compiled", "frozen", "compiled-packed"):
             rep = compile_report(model)  # the steps this sampler just used (see run_case_with_slots)
             compile_s[which] = (rep["compile_seconds"], rep["graphs"], first)
@@ -150,11 +149,13 @@ def run_case(spec: str, samplers: list[str], repeats: int) -> dict:
     peaks: dict[str, int] = {w: 0 for w in samplers}
     for _ in range(repeats):
         for which in samplers:
+            prepare(which)
             base = _hwm_reset()
             t = time.perf_counter()
             call(which)
             times[which].append(time.perf_counter() - t)
             peaks[which] = max(peaks[which], _status("VmHWM") - base)
+            finish(which)
     flops = sampling_flops(cfg, 2 * batch, step_counts(cfg.n_cells, steps, "arccos"))
     peak_rate = matmul_peak(dtype, "cpu")
     for which in samplers:
@@ -163,18 +164,9 @@ def run_case(spec: str, samplers: list[str], repeats: int) -> dict:
                                       peak_mb=peaks[which] / 2**20, held_mb=held[which] / 2**20,
                                       pct_peak=100 * flops / med / peak_rate,
                                       compile=compile_s.get(which))
+    if pack_s:
+        out["packing"] = dict(mode="in place", pack_s=statistics.median(pack_s))
     return out
-
-
-def _detach_packs(model) -> dict:
-    """Take the packed-weight handles off ``model`` (the packed copies stay alive) so the unpacked samplers,
-    the reference included, run plain ``F.linear``; returns them for re-attaching."""
-    taken = {}
-    for m in model.modules():
-        handles = {a: m.__dict__.pop(a) for a in (arpg.packing.HANDLE, arpg.packing.FUSED_HANDLE) if a in m.__dict__}
-        if handles:
-            taken[m] = handles
-    return taken
 
 
 def run_case_with_slots(spec: str, samplers: list[str], repeats: int) -> dict:
@@ -220,8 +212,10 @@ def write_report(rows: list[dict], args: argparse.Namespace, path: Path) -> None
              f"guidance 4, arccos schedule, block attention; median of {args.repeats} interleaved rounds after one "
              "warm-up call per sampler. `reference` = published structure (concatenating cache, multinomial); "
              "`eager` = arpg.generate (preallocated cache, inverse-CDF draw); `compiled` = compile=True; "
-             "`frozen` = compile=\"frozen\"; `packed` / `compiled-packed` = eager / compiled with pack_weights=True "
-             "(one shared oneDNN-packed weight copy, counted in their held MB). Compile = time building the graphs (first call of each: trace, "
+             "`frozen` = compile=\"frozen\"; `packed` / `compiled-packed` = eager / compiled with pack_weights=True: "
+             "(in place) = the weights moved into their oneDNN-packed copies before the sampler's calls and back "
+             "after them (untimed), so its held MB is what an in-place packed model keeps beyond plain weights; "
+             "(copy) = rows measured when the packed copy sat beside the weights (counted in held MB). Compile = time building the graphs (first call of each: trace, "
              "compile, one run), `graphs` = how many. Peak MB = rise of the peak RSS during one timed call. Held MB = "
              "resident memory the sampler keeps after its warm-up call (after gc and malloc_trim): graphs, their "
              "folded constants, caches -- on top of the model's weights (`weights MB`, shared by all samplers); "
@@ -236,6 +230,8 @@ def write_report(rows: list[dict], args: argparse.Namespace, path: Path) -> None
             vs_ref = f"{s['reference']['median_s'] / v['median_s']:.2f}x" if "reference" in s else ""
             vs_eager = f"{s['eager']['median_s'] / v['median_s']:.2f}x" if "eager" in s else ""
             held = f"{v['held_mb']:.0f}" if "held_mb" in v else "-"
+            if which in PACKED:  # rows from before in-place packing held a packed copy beside the weights
+                which = f"{which} ({r.get('packing', {}).get('mode', 'copy')})"
             weights = f"{r['weights_mb']:.0f}" if "weights_mb" in r else "-"
             lines.append(f"| {r['model']} | {r['dtype']} | {r['batch']} | {r['steps']} | {weights} | {which} | "
                          f"{v['img_s']:.3f} | {v['median_s']:.3f} | {v['peak_mb']:.0f} | {held} | "

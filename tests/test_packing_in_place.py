@@ -169,3 +169,17 @@ def test_compiled_steps_from_weights_packed_in_place_equal_eager():
     a = arpg.generate(m, labels, generator=torch.Generator().manual_seed(seed), **kw)
     b = arpg.generate(m, labels, generator=torch.Generator().manual_seed(seed), compile=True, **kw)
     assert torch.equal(a, b) and packing.is_packed_in_place(m)
+
+
+def test_repacking_keeps_the_handles_so_compiled_steps_survive_it():
+    from arpg.sampling.compiled import static_steps
+
+    m = packing.pack_weights(_model())
+    handles = packing.pack_state(m)
+    steps = static_steps(m, True)
+    packing.unpack_weights(m)
+    packing.pack_weights(m, in_place=True)
+    assert packing.pack_state(m) == handles and static_steps(m, True) is steps
+    twin = copy.deepcopy(packing.unpack_weights(m))
+    packing.pack_weights(twin)  # a copy gets handles of its own, and m's packs are untouched by them
+    assert set(packing.pack_state(twin)).isdisjoint(handles)

@@ -45,6 +45,7 @@ FUSED_HANDLE = "fused_packed_handle"  # module attribute: the handle of its fuse
 # their module is collected, repacked or unpacked.
 _REGISTRY: dict[int, tuple[int, int, torch.dtype, torch.Tensor, int]] = {}
 _NEXT = itertools.count(1)
+_HANDLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # module -> {attribute: its handle}
 HOOKS = "_packed_in_place_hooks"  # model attribute: the state-dict hooks of a model packed in place
 MOVED = ("this model's weights were packed in place (arpg.packing.pack_weights(model, in_place=True)) and live "
          "only in their packed copies; {what}: call arpg.packing.unpack_weights(model) first")
@@ -129,13 +130,15 @@ def _register(owner: nn.Module, attribute: str, weight: torch.Tensor) -> int:
         raise ARPGError(MOVED.format(what="one of them no longer matches its parameter and cannot be packed again"))
     with torch.no_grad():
         packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), 64)
-    old = owner.__dict__.get(attribute)
-    if old in _REGISTRY and _REGISTRY[old][4] == id(owner):  # not a handle copied along with a deep copy
-        del _REGISTRY[old]
-    handle = next(_NEXT)
+    # One handle per module and attribute for the module's whole life: repacking (after an optimizer step,
+    # unpack_weights, packing in place) keeps it, so compiled graphs, which bake it in, stay valid.
+    mine = _HANDLES.setdefault(owner, {})
+    handle = mine.get(attribute)
+    if handle is None:
+        handle = mine[attribute] = next(_NEXT)
+        weakref.finalize(owner, _REGISTRY.pop, handle, None)
     _REGISTRY[handle] = (weight.data_ptr(), _version(weight), weight.dtype, packed, id(owner))
-    owner.__dict__[attribute] = handle
-    weakref.finalize(owner, _REGISTRY.pop, handle, None)
+    owner.__dict__[attribute] = handle  # a deep copy carries this along, but never _HANDLES' entry
     return handle
 
 
