@@ -11,7 +11,8 @@ the same with ``compile=True``; ``frozen`` = ``compile="frozen"`` (weights folde
 ``packed`` / ``compiled-packed`` = eager / ``compile=True`` with ``pack_weights=True``, the weights moved
 into their oneDNN-packed copies (``arpg.packing.pack_weights(model, in_place=True)``) before each of these
 samplers' calls and back after it, untimed, so every other sampler, the reference included, runs plain
-``F.linear``, and their held MB is what an in-place packed model keeps beyond the plain weights. Every
+``F.linear``; their held MB = what packing in place itself added (measured once, before any sampler ran:
+later, the other samplers' graphs keep the plain weights they saw alive) plus what their warm-up call kept. Every
 sampler gets one untimed warm-up call (for the compiled ones: building their graphs, timed as compile
 time), then ``--repeats`` interleaved rounds; the table gives the median. Peak memory = the rise of the
 process's peak resident set (``VmHWM``, reset before each call) during a timed call; held memory = what
@@ -134,9 +135,17 @@ def run_case(spec: str, samplers: list[str], repeats: int) -> dict:
            "weights_mb": sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20,
            "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     compile_s, held = {}, {}
+    moved = 0  # what packing in place itself costs, measured before any graph exists: graphs the other
+    if any(w in PACKED for w in samplers):  # samplers build keep the plain weights they saw alive
+        before = _trimmed_rss()
+        prepare("packed")
+        moved = _trimmed_rss() - before
+        finish("packed")
     for which in samplers:  # warm-up; for the compiled samplers this builds (and times) their graphs
         before = _trimmed_rss()
         prepare(which)
+        if which in PACKED:
+            before = _trimmed_rss() - moved
         t = time.perf_counter()
         call(which)
         first = time.perf_counter() - t
@@ -205,9 +214,16 @@ def machine() -> str:
             f"{'yes' if cpu_has_native(torch.bfloat16) else 'no'}")
 
 
+def command(rows: list[dict], args: argparse.Namespace) -> str:
+    """The command line the rows came from (for a rewritten report: the cases it holds)."""
+    if args.rewrite:
+        return f"--cases {','.join(r['case'] for r in rows)} --out {args.out.name}` (report rewritten: `--rewrite"
+    return " ".join(sys.argv[1:])
+
+
 def write_report(rows: list[dict], args: argparse.Namespace, path: Path) -> None:
     lines = ["# Compiled sampler (warm, interleaved)", "",
-             f"`python benchmarks/compiled.py {' '.join(sys.argv[1:])}`: {machine()}, "
+             f"`python benchmarks/compiled.py {command(rows, args)}`: {machine()}, "
              f"torch {torch.__version__}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Random weights, "
              f"guidance 4, arccos schedule, block attention; median of {args.repeats} interleaved rounds after one "
              "warm-up call per sampler. `reference` = published structure (concatenating cache, multinomial); "
@@ -238,6 +254,10 @@ def write_report(rows: list[dict], args: argparse.Namespace, path: Path) -> None
                          f"{v['pct_peak']:.0f}% | {comp} | {vs_ref} | {vs_eager} |")
     when = "; ".join(f"{r['case']} {r.get('measured', 'before 2026-12-03')}" for r in rows)
     lines += ["", f"Each case runs in its own process; measured (case, UTC): {when}."]
+    packs = [f"{r['case']} {r['packing']['pack_s']:.2f} s" for r in rows if r.get("packing")]
+    if packs:
+        lines += ["", "Moving the weights into their packed copies (untimed, before each packed sampler's calls; "
+                  "median): " + "; ".join(packs) + "."]
     path.write_text("\n".join(lines) + "\n")
     path.with_suffix(".json").write_text(json.dumps(rows, indent=1))
 
@@ -252,6 +272,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "compiled.md")
     ap.add_argument("--merge", action="store_true",
                     help="keep the cases already in the results JSON (a case run again replaces its rows)")
+    ap.add_argument("--rewrite", action="store_true",
+                    help="only rewrite the report from the results JSON (nothing is run)")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # child process: run one case, print JSON
     args = ap.parse_args()
     if args.threads:
@@ -264,8 +286,11 @@ def main() -> None:
         print("RESULT " + json.dumps(run_case_with_slots(args.one, samplers, args.repeats)), flush=True)
         return
     rows = []
-    if args.merge and args.out.with_suffix(".json").exists():
+    if (args.merge or args.rewrite) and args.out.with_suffix(".json").exists():
         rows = json.loads(args.out.with_suffix(".json").read_text())
+    if args.rewrite:
+        write_report(rows, args, args.out)
+        return
     for spec in args.cases.split(","):
         cmd = [sys.executable, __file__, "--one", spec, "--samplers", args.samplers, "--repeats", str(args.repeats)]
         if args.threads:
