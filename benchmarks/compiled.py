@@ -217,13 +217,15 @@ def machine() -> str:
 def command(rows: list[dict], args: argparse.Namespace) -> str:
     """The command line the rows came from (for a rewritten report: the cases it holds)."""
     if args.rewrite:
-        return f"--cases {','.join(r['case'] for r in rows)} --out {args.out.name}` (report rewritten: `--rewrite"
-    return " ".join(sys.argv[1:])
+        cases = ",".join(r["case"] for r in rows)
+        return (f"`python benchmarks/compiled.py --cases {cases} --merge --out {args.out.name}` (run in parts; "
+                "report rewritten with `--rewrite`)")
+    return f"`python benchmarks/compiled.py {' '.join(sys.argv[1:])}`"
 
 
 def write_report(rows: list[dict], args: argparse.Namespace, path: Path) -> None:
     lines = ["# Compiled sampler (warm, interleaved)", "",
-             f"`python benchmarks/compiled.py {command(rows, args)}`: {machine()}, "
+             f"{command(rows, args)}: {machine()}, "
              f"torch {torch.__version__}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Random weights, "
              f"guidance 4, arccos schedule, block attention; median of {args.repeats} interleaved rounds after one "
              "warm-up call per sampler. `reference` = published structure (concatenating cache, multinomial); "
