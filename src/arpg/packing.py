@@ -41,8 +41,8 @@ from .fusion import FUSED_ATTRIBUTE, is_stand_in, stand_in
 HANDLE = "packed_handle"  # module attribute: the handle of its own weight's packed copy
 FUSED_HANDLE = "fused_packed_handle"  # module attribute: the handle of its fused weight's packed copy
 
-# handle -> (data_ptr, _version, dtype, packed tensor, id of the owning module). Entries are dropped when
-# their module is collected, repacked or unpacked.
+# handle -> (data_ptr, _version, dtype, packed tensor, id of the owning module). An entry is replaced when its
+# module is repacked and dropped when the module is collected or unpacked.
 _REGISTRY: dict[int, tuple[int, int, torch.dtype, torch.Tensor, int]] = {}
 _NEXT = itertools.count(1)
 _HANDLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # module -> {attribute: its handle}
