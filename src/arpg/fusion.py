@@ -48,8 +48,8 @@ def fused_weight(module: nn.Module, parts: list[torch.Tensor]) -> torch.Tensor |
     fused = module.__dict__.get(FUSED_ATTRIBUTE)
     if fused is None or torch.compiler.is_compiling():
         return fused
-    moved = is_stand_in(fused) and all(is_stand_in(p) for p in parts)  # its values live in a packed copy
-    if not (moved or _aliases(fused, parts)):
+    # Still its parts' memory, or a stand-in whose values live in a packed copy (arpg.packing, in place).
+    if not (_aliases(fused, parts) or (is_stand_in(fused) and all(is_stand_in(p) for p in parts))):
         del module.__dict__[FUSED_ATTRIBUTE]
         return None
     return fused

@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     model, tok = load_pair(args.model, args.tokenizer, device)
     model = apply_int8(args, model)
-    if args.pack_weights and parse_dtype(args.dtype) in (None, torch.float32):
+    if args.pack_weights and parse_dtype(args.dtype) == torch.float32:
         pack_weights(model, in_place=True)  # this process only samples: hold the weights once, packed
     labels = parse_labels(args.labels, args.num, model.config.num_classes).to(device)
     sampling = sampling_config(args, model)
