@@ -158,3 +158,47 @@ def test_tiny_model_overfits_one_batch():
         loss.backward()
         opt.step()
     assert loss.item() < 0.5 * first, (first, loss.item())
+
+
+def test_guided_query_equals_guiding_the_logits(any_tiny_model):
+    """The head is linear without a bias: query(guidance=(B, w)) mixes its inputs, one head matmul for a
+    pair of rows, and must give uncond + w * (cond - uncond) of the plain logits."""
+    from arpg.sampling.guidance import apply_guidance
+
+    model = any_tiny_model.eval()
+    torch.nn.init.normal_(model.head.weight, std=0.5)
+    gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
+    tokens, labels, orders = _batch(model, B=3, seed=int(torch.randint(0, 1000, (), generator=gen)))
+    cls = model.class_ids(labels)
+    cls = torch.cat([cls, torch.full_like(cls, model.config.null_class_id)])
+    with torch.no_grad():
+        cache = model.new_cache(6)
+        model.extend(cls[:, None], torch.full((6, 1), -1), cache)
+        seen = orders[:, :5]
+        model.extend(tokens.gather(1, seen).repeat(2, 1), seen.repeat(2, 1), cache)
+        cells = orders[:, 5:9].repeat(2, 1)
+        w = 1 + 4 * torch.rand((), generator=gen).item()
+        plain = model.query(cells, cache)
+        guided = model.query(cells, cache, guidance=(3, w))
+    assert guided.shape == (3, 4, model.config.vocab_size) and guided.dtype == torch.float32
+    expect = apply_guidance(plain[:3], plain[3:], w)
+    assert (guided - expect).abs().max().item() < 1e-4 * expect.abs().max().item()
+    assert not torch.allclose(guided, plain[:3], atol=1e-3)  # guidance did something
+
+
+def test_norm_and_feedforward_fast_paths_equal_the_formulas():
+    from arpg.blocks import FeedForward, RMSNorm
+
+    gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
+    x = torch.randn(2, 7, 48, generator=gen) * 3
+    norm = RMSNorm(48)
+    norm.weight.data = torch.randn(48, generator=gen)
+    xf = x.double()
+    expect = (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + norm.eps)).float() * norm.weight
+    assert torch.allclose(norm(x), expect, atol=1e-5)
+    assert torch.allclose(norm(x.bfloat16()).float(), expect, atol=0.1, rtol=0.02)  # the bf16 path
+    ffn = FeedForward(48, 64, 0.0)
+    with torch.no_grad():  # the in-place (decoding) path
+        fast = ffn(x)
+    slow = ffn(x)  # grad enabled: out-of-place
+    assert slow.requires_grad and torch.equal(fast, slow.detach())

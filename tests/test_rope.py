@@ -63,3 +63,40 @@ def test_bf16_input_keeps_dtype_and_matches_fp32():
     err = (out.float() - apply_rope(x, rope)).reshape(2, 5, 3, 4, 2).abs().amax(-1)
     pair_norm = x.reshape(2, 5, 3, 4, 2).norm(dim=-1)
     assert (err <= 2 ** -6 * pair_norm + 1e-6).all(), (err / pair_norm).max()
+
+
+def _rope_case(gen: torch.Generator):
+    B, T, H, D = 3, int(torch.randint(1, 12, (), generator=gen)), 4, 32
+    table = build_rope_table(8, D)
+    rope = table[torch.randint(0, 65, (B, T), generator=gen)]
+    qkv = torch.randn(B, T, 3 * H * D, generator=gen) * 3
+    return qkv[..., H * D:2 * H * D].view(B, T, H, D), rope  # a strided view, as the fused q|k|v gives
+
+
+def test_complex_rotation_matches_the_real_formula_on_views_and_in_bf16():
+    from arpg.rope import real_rope
+
+    gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
+    for _ in range(5):
+        x, rope = _rope_case(gen)
+        expect = real_rope(x.float(), rope.unsqueeze(2))
+        got = apply_rope(x, rope)
+        assert got.shape == x.shape and got.dtype == x.dtype
+        assert torch.allclose(got, expect, rtol=0, atol=4e-6)  # the same sums, at most an ulp apart
+        xb = x.to(torch.bfloat16)
+        got_b = apply_rope(xb, rope)
+        assert got_b.dtype == torch.bfloat16
+        assert torch.allclose(got_b.float(), real_rope(xb.float(), rope.unsqueeze(2)), rtol=1e-2, atol=1e-2)
+
+
+def test_complex_rotation_has_the_real_formulas_gradient():
+    from arpg.rope import real_rope
+
+    gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
+    x, rope = _rope_case(gen)
+    a = x.detach().clone().requires_grad_(True)
+    b = x.detach().clone().requires_grad_(True)
+    w = torch.randn(x.shape, generator=gen)
+    (apply_rope(a, rope) * w).sum().backward()
+    (real_rope(b, rope.unsqueeze(2)) * w).sum().backward()
+    assert torch.allclose(a.grad, b.grad, atol=4e-6)

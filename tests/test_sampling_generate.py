@@ -80,7 +80,7 @@ def test_top_p_keeps_smallest_set_reaching_p():
 def test_prefilled_cells_unchanged_and_only_unknown_decoded(tiny_model, monkeypatch):
     calls = []
     original = tiny_model.query
-    monkeypatch.setattr(tiny_model, "query", lambda cells, cache: calls.append(cells.clone()) or original(cells, cache))
+    monkeypatch.setattr(tiny_model, "query", lambda cells, cache, guidance=None: calls.append(cells.clone()) or original(cells, cache, guidance))
     B, k = 3, 5
     known_codes = torch.randint(0, 64, (B, 64))
     mask = torch.ones(B, 64, dtype=torch.bool)

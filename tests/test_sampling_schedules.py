@@ -56,3 +56,12 @@ def test_guidance_formulas():
     cond, uncond = torch.randn(4, 9, dtype=torch.float64), torch.randn(4, 9, dtype=torch.float64)
     assert torch.allclose(apply_guidance(cond, uncond, 1.0), cond)
     assert torch.allclose(apply_guidance(cond, uncond, 3.0), uncond + 3 * (cond - uncond))
+
+
+def test_token_probs_at_temperature_one_skips_nothing_it_should_not():
+    from arpg.sampling.guidance import token_probs
+
+    logits = torch.randn(4, 3, 50) * 4
+    assert torch.equal(token_probs(logits, 1.0), (logits / torch.tensor(1.0)).softmax(-1))
+    assert torch.equal(token_probs(logits, 1.0), token_probs(logits, torch.tensor(1.0)))
+    assert torch.allclose(token_probs(logits, 0.5), (2 * logits).softmax(-1))

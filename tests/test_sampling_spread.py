@@ -81,9 +81,9 @@ def _count_query_rows(monkeypatch, model):
     rows = []
     original = model.query
 
-    def counting(cells, cache):
+    def counting(cells, cache, guidance=None):
         rows.append(cells.shape[0])
-        return original(cells, cache)
+        return original(cells, cache, guidance)
 
     monkeypatch.setattr(model, "query", counting)
     return rows
@@ -139,9 +139,9 @@ def test_refinement_repredicts_exactly_the_least_confident_cells(tiny_model, mon
     queried = []
     original = tiny_model.query
 
-    def recording(cells, cache):
+    def recording(cells, cache, guidance=None):
         queried.append(cells.clone())
-        return original(cells, cache)
+        return original(cells, cache, guidance)
 
     monkeypatch.setattr(tiny_model, "query", recording)
     base = generate(tiny_model, [1, 2], steps=4, generator=_gen(7))

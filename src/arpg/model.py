@@ -158,8 +158,18 @@ class ARPG(nn.Module, PretrainedMixin):
         p = self.condition_encoder.out.weight
         return self.condition_encoder(condition.to(device=p.device, dtype=p.dtype))
 
-    def _logits(self, h: torch.Tensor) -> torch.Tensor:
-        return project(self.head, self.norm(h)).float()
+    def _logits(self, h: torch.Tensor, guidance: tuple[int, torch.Tensor | float] | None = None) -> torch.Tensor:
+        """float32 logits of the final hidden states ``h``. With ``guidance`` ``(half, weight)``: rows
+        ``[:half]`` conditional, ``[half:]`` unconditional, and the guided logits
+        ``uncond + weight * (cond - uncond)`` [half, ...] come out. The head is linear without a bias, so
+        guiding its input is guiding its logits: one head matmul per pair of rows instead of two (the head
+        is the widest matmul of a step). The mix is formed in float32 and cast to the head's dtype."""
+        h = self.norm(h)
+        if guidance is not None:
+            half, weight = guidance
+            cond, uncond = h[:half].float(), h[half:].float()
+            h = (uncond + weight * (cond - uncond)).to(h.dtype)
+        return project(self.head, h).float()
 
     # ---------------------------------------------------------------------------------------------
     # Training: teacher-forced forward
@@ -269,8 +279,11 @@ class ARPG(nn.Module, PretrainedMixin):
         cache.shared_v[:, :, start:start + T] = v
         cache.length = start + T
 
-    def query(self, cells: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        """Pass 2: logits [B, Q, vocab] (float32) for target ``cells`` [B, Q], given everything in ``cache``."""
+    def query(self, cells: torch.Tensor, cache: KVCache,
+              guidance: tuple[int, torch.Tensor | float] | None = None) -> torch.Tensor:
+        """Pass 2: logits [B, Q, vocab] (float32) for target ``cells`` [B, Q], given everything in ``cache``.
+        With ``guidance`` ``(half, weight)`` (rows ``[:half]`` conditional, the rest unconditional): the
+        guided logits [half, Q, vocab], through one head matmul (see :meth:`_logits`)."""
         B, Q = cells.shape
         rope = self.rope[position_index(cells)]
         L = cache.length
@@ -280,7 +293,7 @@ class ARPG(nn.Module, PretrainedMixin):
         x = self.query_inputs(cache.class_ids, Q, cells, cache.condition, cache.condition_active)
         for blk in self.layers.cross_dec:
             x = blk(x, rope, k, v, is_causal=False)
-        return self._logits(x)
+        return self._logits(x, guidance)
 
 
 def random_orders(batch: int, n: int, generator: torch.Generator | None = None,

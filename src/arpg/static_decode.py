@@ -70,10 +70,10 @@ def static_extend(model, ids: torch.Tensor, cells: torch.Tensor, cache: KVCache,
 
 
 def static_query(model, cells: torch.Tensor, cache: KVCache, length: torch.Tensor,
-                 window: int | None = None) -> torch.Tensor:
+                 window: int | None = None, guidance: tuple[int, torch.Tensor] | None = None) -> torch.Tensor:
     """Pass 2: float32 logits [R, Q, vocab] for target ``cells`` [R, Q], attending to the first ``length``
     (0-d long tensor) cache positions, read from the first ``window`` slots (default: all); the same values
-    :meth:`ARPG.query` gives with ``cache.length == length``."""
+    :meth:`ARPG.query` gives with ``cache.length == length`` (and the same ``guidance``)."""
     Q = cells.shape[1]
     window = window or cache.capacity
     visible = (torch.arange(window, device=cells.device) < length)[None, :].expand(Q, window)
@@ -82,4 +82,4 @@ def static_query(model, cells: torch.Tensor, cache: KVCache, length: torch.Tenso
     x = model.query_inputs(cache.class_ids, Q, cells, cache.condition, cache.condition_active)
     for blk in model.layers.cross_dec:
         x = blk(x, rope, k, v, is_causal=False, attn_mask=visible)
-    return model._logits(x)
+    return model._logits(x, guidance)

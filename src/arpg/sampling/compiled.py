@@ -35,7 +35,7 @@ from ..model import ARPG
 from ..packing import pack_state
 from ..static_decode import key_windows, static_capacity, static_extend, static_query, window_for
 from .cuda_graphs import GraphedSteps
-from .guidance import apply_guidance, pick_by_uniform, token_probs
+from .guidance import pick_by_uniform, token_probs
 from .resources import available_memory
 
 MAX_BUCKETS = 6
@@ -127,9 +127,8 @@ class StaticSteps:
                      uniforms):
         if self.token < 0:  # never true: see __init__
             raise ARPGError("bad StaticSteps token")
-        logits = static_query(self.model, cells, cache, length, window)
-        if half:  # guidance: conditional rows first, then the unconditional ones
-            logits = apply_guidance(logits[:half], logits[half:], weight)
+        # guidance: conditional rows first, then the unconditional ones (guided at the head's input)
+        logits = static_query(self.model, cells, cache, length, window, (half, weight) if half else None)
         probs = token_probs(logits, temperature, top_k, top_p)
         if uniforms is None:
             return probs, None

@@ -68,7 +68,10 @@ def draw_inverse_cdf(probs: torch.Tensor, generator: torch.Generator | None = No
 def token_probs(logits: torch.Tensor, temperature: float | torch.Tensor = 1.0, top_k: int | None = None,
                 top_p: float | None = None) -> torch.Tensor:
     """float32 probabilities [..., V] the sampler draws from: ``logits / temperature``, filtered, softmax."""
-    return filter_logits(logits.float() / temperature, top_k, top_p).softmax(dim=-1)
+    logits = logits.float()
+    if not (isinstance(temperature, (int, float)) and temperature == 1.0):  # x / 1 == x: skip the pass
+        logits = logits / temperature
+    return filter_logits(logits, top_k, top_p).softmax(dim=-1)
 
 
 def sample_tokens(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,

@@ -26,7 +26,7 @@ from ..errors import ARPGError
 from ..model import ARPG
 from .compiled import COMPILE_MODES, StaticSteps, static_steps
 from .resources import cast_weights, check_memory, weights_for_call
-from .guidance import apply_guidance, guidance_weight, sample_tokens
+from .guidance import guidance_weight, sample_tokens
 from .orders import make_orders
 from .recipes import recommended_sampling
 from .schedules import step_counts
@@ -316,9 +316,8 @@ def _decode_group(model: ARPG, labels: torch.Tensor, orders: torch.Tensor, known
                                       cache if half or not doubled_rows else cache.rows(B), half, w, temperature,
                                       sc.top_k, sc.top_p, sc.token_draw, generator, track)
         elif guided_at[i]:
-            logits = model.query(doubled(cells), cache)
             w = guidance_weight(sc.cfg_scale, sc.cfg_schedule, decoded, unknown)
-            logits = apply_guidance(logits[:B], logits[B:], w)
+            logits = model.query(doubled(cells), cache, guidance=(B, w))  # guided at the head's input
         else:  # outside the guidance interval: the conditional rows only
             logits = model.query(cells, cache.rows(B) if doubled_rows else cache)
         if fast is None:
