@@ -59,6 +59,8 @@ def test_guidance_formulas():
 
 
 def test_token_probs_at_temperature_one_skips_nothing_it_should_not():
+    import torch
+
     from arpg.sampling.guidance import token_probs
 
     logits = torch.randn(4, 3, 50) * 4
