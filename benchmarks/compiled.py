@@ -18,7 +18,9 @@ time), then ``--repeats`` interleaved rounds; the table gives the median. Peak m
 process's peak resident set (``VmHWM``, reset before each call) during a timed call; held memory = what
 the sampler keeps resident after its warm-up call (graphs, their folded weight copies, caches), measured
 after ``gc`` and ``malloc_trim``, with the compiler's own modules imported beforehand. ``% of peak`` = the
-call's matmul FLOPs per second over a measured large-matmul rate of the same dtype. The header names the
+call's matmul FLOPs per second over a measured large-matmul rate of the same dtype; the FLOPs are those of the
+published sampler's work (arpg's guided steps run the head once per conditional/unconditional pair, so its
+figure is the rate of equivalent work, not of the FLOPs it executed). The header names the
 CPU (model, vector capability, native bf16): ratios differ between CPUs, so keep one file per machine
 (``--out``). Writes ``benchmarks/results/compiled.md`` (and ``compiled.json``); ``--merge`` keeps the
 cases already there and replaces those run again.
@@ -133,7 +135,7 @@ def run_case(spec: str, samplers: list[str], repeats: int) -> dict:
 
     out = {"case": spec, "model": name, "dtype": dtype_name, "batch": batch, "steps": steps, "samplers": {},
            "weights_mb": sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20,
-           "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+           "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": _commit()}
     compile_s, held = {}, {}
     moved = 0  # what packing in place itself costs, measured before any graph exists: graphs the other
     if any(w in PACKED for w in samplers):  # samplers build keep the plain weights they saw alive
@@ -176,6 +178,15 @@ def run_case(spec: str, samplers: list[str], repeats: int) -> dict:
     if pack_s:
         out["packing"] = dict(mode="in place", pack_s=statistics.median(pack_s))
     return out
+
+
+def _commit() -> str:
+    """The checkout's commit (``+`` when the tree has changes), so a merged report says which code each case
+    measured."""
+    def git(*a: str) -> str:
+        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + ("+" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def run_case_with_slots(spec: str, samplers: list[str], repeats: int) -> dict:
@@ -237,7 +248,9 @@ def write_report(rows: list[dict], args: argparse.Namespace, path: Path) -> None
              "compile, one run), `graphs` = how many. Peak MB = rise of the peak RSS during one timed call. Held MB = "
              "resident memory the sampler keeps after its warm-up call (after gc and malloc_trim): graphs, their "
              "folded constants, caches -- on top of the model's weights (`weights MB`, shared by all samplers); "
-             "`-` = not measured (rows from before that column existed).", "",
+             "`-` = not measured (rows from before that column existed). % of matmul peak = the published "
+             "sampler's matmul FLOPs for the call per second over a large-matmul rate of the same dtype (arpg's "
+             "guided steps run the head once per row pair: for them it is the rate of equivalent work).", "",
              "| model | dtype | batch | steps | weights MB | sampler | img/s | median s | peak MB | held MB | "
              "% of matmul peak | compile s (graphs) | vs reference | vs eager |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -254,8 +267,9 @@ def write_report(rows: list[dict], args: argparse.Namespace, path: Path) -> None
             lines.append(f"| {r['model']} | {r['dtype']} | {r['batch']} | {r['steps']} | {weights} | {which} | "
                          f"{v['img_s']:.3f} | {v['median_s']:.3f} | {v['peak_mb']:.0f} | {held} | "
                          f"{v['pct_peak']:.0f}% | {comp} | {vs_ref} | {vs_eager} |")
-    when = "; ".join(f"{r['case']} {r.get('measured', 'before 2026-12-03')}" for r in rows)
-    lines += ["", f"Each case runs in its own process; measured (case, UTC): {when}."]
+    when = "; ".join(f"{r['case']} {r.get('measured', 'before 2026-12-03')}"
+                     + (f" at {r['commit']}" if r.get("commit") else "") for r in rows)
+    lines += ["", f"Each case runs in its own process; measured (case, UTC, commit): {when}."]
     packs = [f"{r['case']} {r['packing']['pack_s']:.2f} s" for r in rows if r.get("packing")]
     if packs:
         lines += ["", "Moving the weights into their packed copies (untimed, before each packed sampler's calls; "
