@@ -92,8 +92,7 @@ class CrossAttention(nn.Module):
     def forward(self, x: torch.Tensor, rope: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 is_causal: bool, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         B, T, _ = x.shape
-        q = project(self.to_q, x).view(B, T, self.n_head, self.head_dim)
-        q = apply_rope(q, rope).transpose(1, 2)
+        q = apply_rope(project(self.to_q, x).view(B, T, self.n_head, self.head_dim), rope).transpose(1, 2)
         y = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=attn_mask,
                                            is_causal=is_causal)
         return project(self.proj, y.transpose(1, 2).reshape(B, T, -1))
