@@ -198,6 +198,8 @@ def test_norm_and_feedforward_fast_paths_equal_the_formulas():
     assert torch.allclose(norm(x), expect, atol=1e-5)
     formula = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + norm.eps) * norm.weight  # the float32 steps
     assert torch.equal(norm(x), formula)  # torch's fused kernel takes the very same steps
+    with torch.no_grad():
+        assert torch.equal(norm(x), formula)  # and so does the decoding path (one buffer)
     assert torch.allclose(norm(x.bfloat16()).float(), expect, atol=0.1, rtol=0.02)  # the bf16 path
     ffn = FeedForward(48, 64, 0.0)
     with torch.no_grad():  # the in-place (decoding) path

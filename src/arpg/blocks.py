@@ -22,7 +22,12 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
-            # The fused kernel: bit for bit the formula below in float32, one op instead of five.
+            if not torch.is_grad_enabled():
+                # Decoding: bit for bit the formula below (x * x is x.pow(2)), with one [rows, dim] buffer
+                # instead of three; each fresh buffer of a step's size costs page faults on a CPU.
+                scale = torch.mul(x, x).mean(-1, keepdim=True).add_(self.eps).rsqrt_()
+                return torch.mul(x, scale).mul_(self.weight)
+            # Training: the fused op, bit for bit the formula below in float32.
             return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
         # Normalise in float32 for stability under bf16 autocast.
         xf = x.float()
@@ -110,6 +115,17 @@ class _Block(nn.Module):
         self.ffn = FeedForward(cfg.dim, cfg.ffn_hidden, cfg.ffn_dropout)
         self.resid_dropout = nn.Dropout(cfg.resid_dropout)
 
+    def residuals(self, x: torch.Tensor, attn_out: torch.Tensor) -> torch.Tensor:
+        """``x + attn_out``, then the FFN's residual. Without a gradient (decoding) each sum goes into the
+        fresh branch output (``a + b == b + a`` exactly), not into a new buffer; ``x`` itself is never written
+        (it may be the caller's tensor or an expanded embedding row)."""
+        if torch.is_grad_enabled() or self.training or attn_out.dtype != x.dtype:  # (autocast: x is wider)
+            x = x + self.resid_dropout(attn_out)
+            return x + self.resid_dropout(self.ffn(self.ffn_norm(x)))
+        x = attn_out.add_(x)
+        out = self.ffn(self.ffn_norm(x))
+        return out.add_(x) if out.dtype == x.dtype else x + out
+
 
 class SelfBlock(_Block):
     def __init__(self, cfg: ARPGConfig):
@@ -131,8 +147,7 @@ class SelfBlock(_Block):
         cache_v[:, :, start:start + T] = v
         keys, values = cache_k[:, :, :start + T], cache_v[:, :, :start + T]
         y = F.scaled_dot_product_attention(q, keys.to(q.dtype), values.to(q.dtype), attn_mask=mask)
-        x = x + self.resid_dropout(self.attn.out(y))
-        return x + self.resid_dropout(self.ffn(self.ffn_norm(x)))
+        return self.residuals(x, self.attn.out(y))
 
     def forward_static(self, x: torch.Tensor, rope: torch.Tensor, cache_k: torch.Tensor, cache_v: torch.Tensor,
                        positions: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
@@ -145,8 +160,7 @@ class SelfBlock(_Block):
         W = visible.shape[-1]
         keys, values = cache_k[:, :, :W].to(q.dtype), cache_v[:, :, :W].to(q.dtype)
         y = F.scaled_dot_product_attention(q, keys, values, attn_mask=visible)
-        x = x + self.resid_dropout(self.attn.out(y))
-        return x + self.resid_dropout(self.ffn(self.ffn_norm(x)))
+        return self.residuals(x, self.attn.out(y))
 
 
 class CrossBlock(_Block):
@@ -155,8 +169,7 @@ class CrossBlock(_Block):
 
     def forward(self, x: torch.Tensor, rope: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 is_causal: bool, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.resid_dropout(self.attn(self.attn_norm(x), rope, k, v, is_causal, attn_mask))
-        return x + self.resid_dropout(self.ffn(self.ffn_norm(x)))
+        return self.residuals(x, self.attn(self.attn_norm(x), rope, k, v, is_causal, attn_mask))
 
 
 class TwoPassLayers(nn.Module):

@@ -35,7 +35,7 @@ from ..model import ARPG
 from ..packing import pack_state
 from ..static_decode import key_windows, static_capacity, static_extend, static_query, window_for
 from .cuda_graphs import GraphedSteps
-from .guidance import pick_by_uniform, token_probs
+from .guidance import draw_from_logits, token_probs
 from .resources import available_memory
 
 MAX_BUCKETS = 6
@@ -129,12 +129,12 @@ class StaticSteps:
             raise ARPGError("bad StaticSteps token")
         # guidance: conditional rows first, then the unconditional ones (guided at the head's input)
         logits = static_query(self.model, cells, cache, length, window, (half, weight) if half else None)
-        probs = token_probs(logits, temperature, top_k, top_p)
         if uniforms is None:
-            return probs, None
-        V = probs.shape[-1]
-        tokens = pick_by_uniform(probs.reshape(-1, V), uniforms.reshape(-1, 1)).view(probs.shape[:-1])
-        return tokens, probs.gather(-1, tokens[..., None])[..., 0]
+            return token_probs(logits, temperature, top_k, top_p), None
+        V = logits.shape[-1]  # the eager sampler's draw (arithmetic and all), on the graph's own logits
+        tokens, chosen = draw_from_logits(logits.reshape(-1, V), uniforms.reshape(-1, 1), temperature, top_k,
+                                          top_p, overwrite=True)
+        return tokens.view(logits.shape[:-1]), chosen.view(logits.shape[:-1])
 
     def _call(self, fn, key: tuple, *args):
         if self.graphs is not None:

@@ -322,7 +322,7 @@ def _decode_group(model: ARPG, labels: torch.Tensor, orders: torch.Tensor, known
             logits = model.query(cells, cache.rows(B) if doubled_rows else cache)
         if fast is None:
             drawn = sample_tokens(logits, temperature, sc.top_k, sc.top_p, generator, return_probs=track,
-                                  draw=sc.token_draw)
+                                  draw=sc.token_draw, overwrite=True)  # our own logits: scratch space
         tokens = drawn[0] if track else drawn
         codes.scatter_(1, cells, tokens)
         if track:
