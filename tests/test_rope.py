@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from arpg.rope import apply_rope, build_rope_table
@@ -100,3 +101,21 @@ def test_complex_rotation_has_the_real_formulas_gradient():
     (apply_rope(a, rope) * w).sum().backward()
     (real_rope(b, rope.unsqueeze(2)) * w).sum().backward()
     assert torch.allclose(a.grad, b.grad, atol=4e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rope_written_into_a_strided_cache_slot_equals_the_plain_result(dtype):
+    gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
+    B, T, H, D, S = 3, 5, 4, 16, 20
+    table = build_rope_table(4, D)
+    rope = table[torch.randint(0, 17, (B, T), generator=gen)]
+    x = torch.randn(B, T, 3 * H * D, generator=gen).to(dtype)[..., H * D:2 * H * D].reshape(B, T, H, D)
+    cache = torch.randn(B, H, S, D, generator=gen).to(dtype)
+    before = cache.clone()
+    slot = cache[:, :, 7:7 + T]
+    got = apply_rope(x, rope, out=slot.transpose(1, 2))
+    assert got.data_ptr() == slot.data_ptr()
+    assert torch.equal(cache[:, :, 7:7 + T].transpose(1, 2), apply_rope(x, rope))
+    untouched = torch.ones(S, dtype=torch.bool)
+    untouched[7:7 + T] = False
+    assert torch.equal(cache[:, :, untouched], before[:, :, untouched])

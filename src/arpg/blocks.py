@@ -66,8 +66,10 @@ class SelfAttention(nn.Module):
         self.to_v = nn.Linear(cfg.dim, cfg.dim, bias=False)
         self.proj = nn.Linear(cfg.dim, cfg.dim, bias=False)
 
-    def qkv(self, x: torch.Tensor, rope: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Projected, rotated q, k and v as [B, H, T, D]."""
+    def qkv(self, x: torch.Tensor, rope: torch.Tensor,
+            k_out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Projected, rotated q, k and v as [B, H, T, D]. ``k_out`` ([B, H, T, D], e.g. the KV cache's slots for
+        these tokens): the rotated keys are written there and that tensor is returned as k."""
         B, T, _ = x.shape
         fused = fused_weight(self, [self.to_q.weight, self.to_k.weight, self.to_v.weight])
         if fused is not None:  # one matmul for q, k and v (arpg.fusion)
@@ -77,7 +79,8 @@ class SelfAttention(nn.Module):
             q = project(self.to_q, x).view(B, T, self.n_head, self.head_dim)
             k = project(self.to_k, x).view(B, T, self.n_head, self.head_dim)
             v = project(self.to_v, x).view(B, T, self.n_head, self.head_dim)
-        q, k = apply_rope(q, rope), apply_rope(k, rope)
+        q = apply_rope(q, rope)
+        k = apply_rope(k, rope, out=None if k_out is None else k_out.transpose(1, 2))
         return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
 
     def out(self, y: torch.Tensor) -> torch.Tensor:
@@ -142,8 +145,8 @@ class SelfBlock(_Block):
                        cache_v: torch.Tensor, start: int, mask: torch.Tensor | None) -> torch.Tensor:
         """Append this step's keys/values at ``start`` and attend over ``[0, start + T)``."""
         T = x.shape[1]
-        q, k, v = self.attn.qkv(self.attn_norm(x), rope)
-        cache_k[:, :, start:start + T] = k
+        # the rotated keys go straight into their cache slots (no buffer of their own, no copy)
+        q, _, v = self.attn.qkv(self.attn_norm(x), rope, k_out=cache_k[:, :, start:start + T])
         cache_v[:, :, start:start + T] = v
         keys, values = cache_k[:, :, :start + T], cache_v[:, :, :start + T]
         y = F.scaled_dot_product_attention(q, keys.to(q.dtype), values.to(q.dtype), attn_mask=mask)

@@ -124,11 +124,15 @@ class ARPG(nn.Module, PretrainedMixin):
         if labels.numel() and (int(labels.min()) < lo or int(labels.max()) > n - 1 + int(allow_null)):
             raise ARPGError(f"labels must be in 0..{n - 1} (got values in {int(labels.min())}..{int(labels.max())})")
 
-    def _shared_kv(self, h: torch.Tensor, rope: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _shared_kv(self, h: torch.Tensor, rope: torch.Tensor,
+                   k_out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The shared keys (rotated) and values [B, H, T, D] of the Pass-1 output ``h``; with ``k_out`` the keys
+        are written there (see :meth:`~arpg.blocks.SelfAttention.qkv`)."""
         B, T, _ = h.shape
         cfg = self.config
         h = self.layers.norm(h)
-        k = apply_rope(project(self.layers.to_k, h).view(B, T, cfg.n_head, cfg.head_dim), rope)
+        k = apply_rope(project(self.layers.to_k, h).view(B, T, cfg.n_head, cfg.head_dim), rope,
+                       out=None if k_out is None else k_out.transpose(1, 2))
         v = project(self.layers.to_v, h).view(B, T, cfg.n_head, cfg.head_dim)
         return k.transpose(1, 2), v.transpose(1, 2)
 
@@ -274,8 +278,7 @@ class ARPG(nn.Module, PretrainedMixin):
         h = self.embeddings(ids)
         for i, blk in enumerate(self.layers.self_dec):
             h = blk.forward_cached(h, rope, cache.self_k[i], cache.self_v[i], start, mask)
-        k, v = self._shared_kv(h, rope)
-        cache.shared_k[:, :, start:start + T] = k
+        _, v = self._shared_kv(h, rope, k_out=cache.shared_k[:, :, start:start + T])
         cache.shared_v[:, :, start:start + T] = v
         cache.length = start + T
 

@@ -50,7 +50,7 @@ def position_index(cells: torch.Tensor) -> torch.Tensor:
     return cells + 1
 
 
-def apply_rope(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+def apply_rope(x: torch.Tensor, rope: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """Rotate ``x`` [B, T, H, D] by ``rope`` [B, T, D/2, 2] (or [T, D/2, 2]).
 
     Computed in float32 and cast back to ``x``'s dtype, so bf16 autocast keeps accurate angles. On CPU and
@@ -58,6 +58,10 @@ def apply_rope(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
     real-valued formula (``(a + ib)(c + is) = (ac - bs) + i(bc + as)``), in one kernel instead of seven (9x
     faster on a decoding step's shapes); a compiled graph and other devices use the real formula, which the
     compiler fuses anyway.
+
+    ``out``: a tensor shaped like ``x`` (any strides, e.g. the KV cache's slots for these tokens seen as
+    [B, T, H, D]) to write the result into and return. In float32 on the complex path the product is written
+    there directly, so the rotated keys take no buffer of their own and no copy into the cache.
     """
     if rope.dim() == 3:
         rope = rope.unsqueeze(0)
@@ -69,9 +73,23 @@ def apply_rope(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
             turned = torch.view_as_complex(pairs)
         except RuntimeError:  # a view whose strides or offset a complex view cannot take
             turned = torch.view_as_complex(pairs.contiguous())
-        out = torch.view_as_real(turned * torch.view_as_complex(rope.contiguous()))
-        return out.flatten(-2).to(x.dtype)
-    return real_rope(xf, rope).to(x.dtype)
+        angles = torch.view_as_complex(rope.contiguous())
+        direct = out is not None and out.dtype == x.dtype == torch.float32
+        if direct and not (torch.is_grad_enabled() and x.requires_grad):  # (out= records no gradient)
+            try:
+                target = torch.view_as_complex(out.unflatten(-1, (-1, 2)))
+            except RuntimeError:  # strides or offset a complex view cannot take: copy below
+                target = None
+            if target is not None:
+                torch.mul(turned, angles, out=target)
+                return out
+        result = torch.view_as_real(turned * angles).flatten(-2).to(x.dtype)
+    else:
+        result = real_rope(xf, rope).to(x.dtype)
+    if out is None:
+        return result
+    out.copy_(result)
+    return out
 
 
 def real_rope(xf: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
