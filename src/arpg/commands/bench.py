@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
                 raise ARPGError(f"benchmark failed: {' '.join(cmd)}")
     parts = ["# Benchmark results", "", "Written by `arpg bench`; each section is a results file of one script.", ""]
     for name in ("compiled_amx.md", "compiled.md", "compiled_avx2.md", "compiled_512px.md", "linear_packing_amx.md",
-                 "linear_packing.md",
+                 "linear_packing.md", "token_draw_kernel.md", "token_draw.md",
                  "sampling.md", "sampling_small.md", "cache_ab.md", "cache_ab_bf16.md",
                  "cache_ab_L_bf16.md", "forward.md", "training.md", "training_demo_b64.md", "int8.md"):
         f = results / name
