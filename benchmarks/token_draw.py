@@ -46,11 +46,11 @@ def flat_inverse_cdf(logits: torch.Tensor, generator: torch.Generator) -> torch.
 
 def kernel(args: argparse.Namespace) -> None:
     from arpg.sampling.guidance import sample_tokens
+    from compiled import machine  # the CPU's name and vector capability
 
     V = 16384
     lines = ["# Token draw alone (fp32 logits [rows, 16384], warm, interleaved)", "",
-             f"`python benchmarks/token_draw.py --kernel`: {platform.processor() or platform.machine()}, "
-             f"{torch.get_num_threads()} threads, torch {torch.__version__}; each call draws from a fresh copy of "
+             f"`python benchmarks/token_draw.py --kernel`: {machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; each call draws from a fresh copy of "
              f"the same logits (the copy is timed in every variant); median (min-max) of {args.repeats} rounds of "
              "20 calls, microseconds per draw.", "",
              "| rows | multinomial (published) | flat inverse CDF (baseline) | two-level, from logits | "
