@@ -24,7 +24,7 @@ class RMSNorm(nn.Module):
         if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
             if not torch.is_grad_enabled():
                 # Decoding: bit for bit the formula below (x * x is x.pow(2)), with one [rows, dim] buffer
-                # instead of three; each fresh buffer of a step's size costs page faults on a CPU.
+                # instead of three; on a CPU each fresh buffer of a step's size is cold memory to write.
                 scale = torch.mul(x, x).mean(-1, keepdim=True).add_(self.eps).rsqrt_()
                 return torch.mul(x, scale).mul_(self.weight)
             # Training: the fused op, bit for bit the formula below in float32.
