@@ -54,8 +54,8 @@ TOKEN_DRAWS = ("multinomial", "inverse-cdf")
 
 
 def _block_width(V: int) -> int:
-    """Width of the blocks :func:`pick_by_uniform` searches in two levels: about sqrt(V)."""
-    return max(1, math.isqrt(V - 1) + 1) if V > 1 else 1
+    """Width of the blocks :func:`pick_by_uniform` searches in two levels: ceil(sqrt(V)) for V >= 1."""
+    return math.isqrt(V - 1) + 1
 
 
 def _pick(weights: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
