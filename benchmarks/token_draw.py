@@ -51,7 +51,8 @@ def kernel(args: argparse.Namespace) -> None:
     V = 16384
     lines = ["# Token draw alone (fp32 logits [rows, 16384], warm, interleaved)", "",
              f"`python benchmarks/token_draw.py --kernel`: {machine()}, {torch.get_num_threads()} threads, "
-             f"torch {torch.__version__}; each call draws from a fresh copy of the same logits (the copy is timed in every variant); median (min-max) of {args.repeats} rounds of "
+             f"torch {torch.__version__}; each call draws from a fresh copy of the same logits (the copy is timed "
+             f"in every variant); median (min-max) of {args.repeats} rounds of "
              "20 calls, microseconds per draw.", "",
              "| rows | multinomial (published) | flat inverse CDF (baseline) | two-level, from logits | "
              "two-level vs flat | two-level vs multinomial |", "|---|---|---|---|---|---|"]
