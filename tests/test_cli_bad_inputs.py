@@ -113,6 +113,9 @@ CASES: dict[str, list[tuple[list[str], str]]] = {
         (["--pack-weights", "--compile", "frozen"], "--pack-weights does not take --compile frozen"),
         (["--pack-weights", "--int8"], "--pack-weights does not take --int8"),
         (["--pack-weights", "--dtype", "fp16"], "float32 or bfloat16, not float16"),
+        (["--dtype", "bf16", "--steps", "1000"], "steps must be an integer in 1..16"),
+        (["--dtype", "fp16", "--labels", "99"], "labels must be in 0..9"),
+        (["--dtype", "bf16", "--pack-weights", "--int8"], "--pack-weights does not take --int8"),
         (["--device", "bogus"], "unknown device"),
         (["--device", "cuda:0"], "CUDA is not available"),
         (["--cfg-scale", "nan"], "finite number"),
@@ -187,6 +190,8 @@ CASES: dict[str, list[tuple[list[str], str]]] = {
         (["IMG", "--label", "1", "--mask", "MASKNONE"], "the mask is empty"),
         (["IMG", "--label", "1", "--box", "0,0,4"], "4 numbers"),
         (["IMG", "--label", "1", "--box", "0,0,99,99"], "outside the image of 16x16 pixels"),
+        (["IMG", "--label", "1", "--box", "0,0,99,99", "--dtype", "bf16"], "outside the image of 16x16 pixels"),
+        (["IMG", "--label", "12", "--dtype", "fp16", *BOX], "label must be in 0..9"),
         (["IMG", "--label", "1", "--box", "a,b,c,d"], "x0,y0,x1,y1"),
         (["IMG", "--label", "1", *BOX, "--out", "@x.txt"], "has extension '.txt'"),
         (["IMG", "--label", "1", *BOX, "--out", "@noext"], "has no extension"),
@@ -307,6 +312,12 @@ CASES: dict[str, list[tuple[list[str], str]]] = {
          "holds code 40, outside the model's vocabulary 0..15"),
         (["--codes", "EVILSHARD", "--out", "@r1", "--preset", "ARPG-nano", "--steps", "1"], "unsafe to load"),
         (["--codes", "CODES", "--out", "FILE", "--preset", "ARPG-nano", "--steps", "1"], "is a file, not a folder"),
+        (["--codes", "CODES", "--out", "@r2", "--preset", "ARPG-nano", "--steps", "1", "--dtype", "bf16",
+          "--batch-size", "3", "--grad-accum", "2"], "must be a multiple of world size"),
+        (["--codes", "CODES", "--out", "@r2", "--preset", "ARPG-nano", "--steps", "1", "--dtype", "bf16",
+          "--init", "EVIL"], "unsafe to load"),
+        (["--codes", "CODES", "--out", "@r2", "--preset", "ARPG-nano", "--steps", "1", "--dtype", "fp16"],
+         "invalid choice"),
     ],
     "extract-codes": [
         (["--data", "animal-mnist", "--tokenizer", "T", "--out", "@x1", "--workers", "-1"], "must be >= 0"),
@@ -334,6 +345,7 @@ CASES: dict[str, list[tuple[list[str], str]]] = {
         (["--out", "@f1", "--recipe", "bogus"], "invalid choice"),
         (["--out", "@f1", "--device", "bogus"], "unknown device"),
         (["--out", "@f1", "--dtype", "fp8"], "unknown dtype"),
+        (["--out", "@f1", "--dtype", "bf16", "--steps", "999"], "steps must be an integer in 1..16"),
         (["--out", "FILE"], "is a file, not a folder"),
         (["--out", "@f1", "--model", "EVIL"], "unsafe to load"),
     ],
@@ -446,9 +458,19 @@ def _case_ids():
     return [(c, a, w) for c, cases in CASES.items() for a, w in cases]
 
 
+#: The CPU-feature probe forced each way, so every machine runs the table as both kinds of CPU would: one with
+#: no native bf16 / fp16 matmul (low-precision requests warn before running) and one with everything native.
+PROBES = {"no-native": lambda dtype: dtype == torch.float32, "native": lambda dtype: True}
+
+
+@pytest.mark.parametrize("probe", list(PROBES))
 @pytest.mark.parametrize("command,args,words", _case_ids(),
                          ids=[f"{c}:{' '.join(a)[:60]}" for c, a, _ in _case_ids()])
-def test_bad_input_is_one_line(env, capsys, command, args, words):
+def test_bad_input_is_one_line(env, capsys, monkeypatch, command, args, words, probe):
+    """A refusal is one line whatever the CPU: every check runs before any warning about a run going ahead."""
+    from arpg.util import devices
+
+    monkeypatch.setattr(devices, "cpu_has_native", PROBES[probe])
     rc = main(_argv(command, args, env))
     captured = capsys.readouterr()
     lines = [line for line in captured.err.splitlines() if line.strip()]

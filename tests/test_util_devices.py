@@ -42,11 +42,40 @@ def test_generate_and_training_warn_on_emulated_bf16(monkeypatch, tiny_model):
     with pytest.warns(RuntimeWarning, match="no native bf16"):
         out = arpg.generate(tiny_model, [1], steps=2, dtype=torch.bfloat16, generator=gen)
     assert out.shape == (1, tiny_model.config.n_cells)
-    with pytest.warns(RuntimeWarning, match="no native bf16"):
-        assert resolve_dtype("bf16", torch.device("cpu")) == torch.bfloat16
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # resolving the dtype only checks it: the trainer warns once set up
         warnings.simplefilter("error")
+        assert resolve_dtype("bf16", torch.device("cpu")) == torch.bfloat16
         assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
+
+
+def _code_set(path):
+    import numpy as np
+
+    from arpg.data.codes import write_code_set
+
+    rng = np.random.default_rng(int(torch.randint(0, 2**31, (1,))))
+    write_code_set(path, rng.integers(0, 16, (8, 1, 16)), rng.integers(0, 4, 8), vocab_size=16,
+                   class_names=list("abcd"), shard_size=8)
+    return str(path)
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_training_warns_only_once_set_up(monkeypatch, tmp_path, capsys, native):
+    """``arpg train --dtype bf16``: one warning line where bf16 is emulated, none where native; a refused
+    run (here: a batch that is no multiple of the accumulation) prints its error line alone either way."""
+    from arpg.cli import main
+
+    monkeypatch.setattr(devices, "cpu_has_native", (lambda d: True) if native else (lambda d: d == torch.float32))
+    codes = _code_set(tmp_path / "codes")
+    base = ["train", "--codes", codes, "--preset", "ARPG-nano", "--steps", "1", "--batch-size", "4", "--device", "cpu",
+            "--dtype", "bf16", "--sample-every", "0"]
+    assert main([*base, "--out", str(tmp_path / "run")]) == 0
+    warned = [ln for ln in capsys.readouterr().err.splitlines() if "warning" in ln]
+    assert warned == ([] if native else [warned[0]])
+    assert native or warned[0].startswith("arpg train: warning: this CPU has no native bf16 matmul")
+    assert main([*base, "--out", str(tmp_path / "bad"), "--grad-accum", "3"]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "must be a multiple of world size" in err[0], err
 
 
 def test_cli_prints_the_warning_as_one_line(monkeypatch, tiny_weights, tmp_path, capsys):
@@ -59,3 +88,32 @@ def test_cli_prints_the_warning_as_one_line(monkeypatch, tiny_weights, tmp_path,
     assert main(args) == 0
     err = [ln for ln in capsys.readouterr().err.splitlines() if "warning" in ln]
     assert len(err) == 1 and err[0].startswith("arpg sample: warning: this CPU has no native bf16 matmul")
+
+
+def test_memory_probe_reads_this_host(monkeypatch):
+    monkeypatch.undo()  # the suite pins the probe (conftest); read the real one here
+    free = devices.available_memory(torch.device("cpu"))
+    assert free is None or (isinstance(free, int) and free > 0)
+
+
+def test_memory_checks_follow_the_probe(monkeypatch, tiny_model):
+    """Every memory check reads the one probe: pinned low, a sampling batch is refused in one line."""
+    monkeypatch.setattr(devices, "available_memory", lambda device: 1024)
+    with pytest.raises(arpg.ARPGError, match="GiB free; use a batch size of at most 1"):
+        arpg.generate(tiny_model, [1, 2], steps=2)
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_packing_availability_follows_the_probe(monkeypatch, native):
+    """Both branches of the bf16 packing rule on every machine, whatever its CPU (the probe forced)."""
+    from arpg import packing
+
+    monkeypatch.setattr(devices, "cpu_has_native", (lambda d: True) if native else (lambda d: d == torch.float32))
+    if not torch.backends.mkldnn.is_available():
+        assert "no oneDNN" in packing.packing_available(torch.bfloat16)
+        return
+    assert packing.packing_available(torch.float32) is None
+    assert (packing.packing_available(torch.bfloat16) is None) == native
+    if not native:
+        assert "no native bf16 matmul" in packing.packing_available(torch.bfloat16)
+    assert "float32 or bfloat16, not float16" in packing.packing_available(torch.float16)

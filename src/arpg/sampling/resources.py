@@ -8,6 +8,7 @@ from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
+from ..util import devices
 from ..errors import ARPGError
 from ..model import ARPG
 from ..packing import MOVED, is_packed_in_place, pack_state, pack_weights, packed_bytes, packs_set_aside, unpack_weights
@@ -45,17 +46,9 @@ def cast_weights(model: ARPG, dtype: torch.dtype) -> ARPG:
 
 
 def available_memory(device: torch.device) -> int | None:
-    """Bytes free for a new allocation on ``device`` (None when unknown)."""
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
+    """Bytes free for a new allocation on ``device`` (None when unknown): :func:`arpg.util.devices.available_memory`,
+    looked up at each call so that one patch of that probe reaches every check."""
+    return devices.available_memory(device)
 
 
 def sampling_bytes(cfg, rows: int, max_queries: int, itemsize: int) -> int:

@@ -162,7 +162,7 @@ def generate(
     device = model.embeddings.weight.device
     if model.__dict__.get("int8_weights") and dtype not in (None, torch.float32):
         raise ARPGError("an int8-weight model computes in float32: leave dtype unset (or fp32)")
-    warn_if_emulated(device, dtype or model.embeddings.weight.dtype)
+    compute_dtype = dtype or model.embeddings.weight.dtype  # warned about once the request is known to be good
     source = model
     if dtype in (torch.bfloat16, torch.float16) and model.embeddings.weight.dtype == torch.float32 and not autocast:
         model, dtype = cast_weights(model, dtype), None  # low-precision weights, converted once
@@ -225,6 +225,8 @@ def generate(
         else:
             widest = n
         check_memory(model, min(chunk, B), sc.cfg_scale != 1.0, widest, dtype)
+        # Every refusal above comes before this warning: a refused request prints its one error line only.
+        warn_if_emulated(device, compute_dtype)
         starts = range(0, B, chunk)
         out = torch.empty(B, n, dtype=torch.long, device=device)
         bar = tqdm(total=B, desc="sampling", unit="img", disable=not progress)

@@ -14,7 +14,7 @@ import torch
 from ..config import ARPG_PRESETS, ARPGConfig, get_preset
 from ..data.codes import CodeIndex
 from ..errors import ARPGError
-from ..util.devices import parse_dtype, warn_if_emulated
+from ..util.devices import parse_dtype
 from . import checkpointing as ckpt
 
 #: Settings that must match to resume a run (they define the data stream, the schedule or the update). The
@@ -195,8 +195,7 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
         raise ARPGError("fp16 training needs loss scaling, which arpg train does not do; use bf16 or fp32")
     if dtype == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ARPGError("this GPU does not support bf16; use --dtype fp32")
-    warn_if_emulated(device, dtype)
-    return dtype
+    return dtype  # the emulation warning comes from the trainer, once every setting has been checked
 
 
 def total_steps(cfg: TrainConfig, num_samples: int) -> int:

@@ -37,6 +37,7 @@ from ..data.codes import CodeDataset
 from ..errors import ARPGError
 from ..config import ARPGConfig
 from ..model import ARPG
+from ..util.devices import warn_if_emulated
 from ..util.distributed import (DistInfo, all_gather_objects, all_reduce_mean, barrier, init_distributed, shutdown,
                                 wrap_model)
 from ..vq import load_tokenizer
@@ -136,6 +137,9 @@ class Trainer:
         self.log = MetricsLog(self.out, cfg.tensorboard, resume_step=self.step if resume_path else None) \
             if d.is_main else None
         self._tokenizer = None
+        # Only now, with every setting checked and the run set up, is a slow-dtype warning about a run that goes ahead.
+        if d.is_main:
+            warn_if_emulated(d.device, self.amp_dtype)
         barrier(d)
 
     # -- setup helpers ----------------------------------------------------------------------------

@@ -66,3 +66,19 @@ def warn_if_emulated(device: torch.device, dtype: torch.dtype | None) -> None:
         warnings.warn(f"this CPU has no native {name} matmul ({torch.backends.cpu.get_cpu_capability()}), so "
                       f"{name} is emulated and far slower than fp32 here; use fp32 on this machine (--dtype fp32)",
                       RuntimeWarning, stacklevel=3)
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free for a new allocation on ``device`` (None when unknown): the probe every memory check reads
+    (tests pin it, so no test depends on how much memory the host has free)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
