@@ -279,6 +279,8 @@ CASES: dict[str, list[tuple[list[str], str]]] = {
         (["--codes", "CODES", "--out", "@r1", "--preset", "ARPG-nano", "--steps", "1", "--sample-every", "-1"],
          "must be >= 0"),
         (["--codes", "CODES", "--out", "@r1", "--preset", "ARPG-nano", "--steps", "0"], "must be >= 1"),
+        (["--codes", "CODES", "--out", "@r1", "--preset", "ARPG-nano", "--steps", "1", "--loss-chunk", "-1"],
+         "must be >= 0"),
         (["--codes", "CODES", "--out", "@r1", "--preset", "ARPG-nano", "--epochs", "0"], "must be > 0"),
         (["--codes", "CODES", "--out", "@r1", "--preset", "ARPG-nano", "--steps", "1", "--batch-size", "0"],
          "must be >= 1"),

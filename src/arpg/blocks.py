@@ -12,6 +12,7 @@ from .config import ARPGConfig
 from .fusion import fused_weight
 from .packing import FUSED_HANDLE, linear, project
 from .rope import apply_rope
+from .lean_training import heads_linear, lean_applies, norm_linears, norm_swiglu
 
 
 class RMSNorm(nn.Module):
@@ -136,9 +137,17 @@ class SelfBlock(_Block):
 
     def forward(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
         """Teacher-forced: causal attention over the whole sequence."""
-        q, k, v = self.attn.qkv(self.attn_norm(x), rope)
+        a = self.attn
+        if lean_applies(x, a.to_q, a.to_k, a.to_v, a.proj, self.ffn.w1, self.ffn.w3, self.ffn.w2):
+            B, T, _ = x.shape
+            q, k, v = (t.view(B, T, a.n_head, a.head_dim) for t in norm_linears(x, self.attn_norm, (a.to_q, a.to_k, a.to_v)))
+            y = F.scaled_dot_product_attention(apply_rope(q, rope).transpose(1, 2), apply_rope(k, rope).transpose(1, 2),
+                                               v.transpose(1, 2), is_causal=True)
+            x = x + self.resid_dropout(heads_linear(y, a.proj))
+            return x + self.resid_dropout(self.ffn.dropout(norm_swiglu(x, self.ffn_norm, self.ffn)))
+        q, k, v = a.qkv(self.attn_norm(x), rope)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        x = x + self.resid_dropout(self.attn.out(y))
+        x = x + self.resid_dropout(a.out(y))
         return x + self.resid_dropout(self.ffn(self.ffn_norm(x)))
 
     def forward_cached(self, x: torch.Tensor, rope: torch.Tensor, cache_k: torch.Tensor,
@@ -172,6 +181,15 @@ class CrossBlock(_Block):
 
     def forward(self, x: torch.Tensor, rope: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 is_causal: bool, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        a = self.attn
+        if lean_applies(x, a.to_q, a.proj, self.ffn.w1, self.ffn.w3, self.ffn.w2):  # training
+            B, T, _ = x.shape
+            q = apply_rope(norm_linears(x, self.attn_norm, (a.to_q,))[0].view(B, T, a.n_head, a.head_dim), rope)
+            q = q.transpose(1, 2)
+            y = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=attn_mask,
+                                               is_causal=is_causal)
+            x = x + self.resid_dropout(heads_linear(y, a.proj))
+            return x + self.resid_dropout(self.ffn.dropout(norm_swiglu(x, self.ffn_norm, self.ffn)))
         return self.residuals(x, self.attn(self.attn_norm(x), rope, k, v, is_causal, attn_mask))
 
 

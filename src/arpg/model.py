@@ -20,14 +20,17 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
+import torch.utils.checkpoint
 
 from .blocks import RMSNorm, TwoPassLayers
 from .cache import KVCache
 from .config import ARPGConfig, get_preset
 from .control import build_encoder, check_condition, condition_queries
 from .errors import ARPGError
-from .packing import is_packed_in_place, project, unpack_weights
+from .fusion import is_stand_in
+from .lean_training import lean_applies, norm_linears
+from .loss import DEFAULT_CHUNK_ROWS, head_cross_entropy
+from .packing import MOVED, is_packed_in_place, project, unpack_weights
 from .rope import apply_rope, build_rope_table, position_index
 from .util.pretrained import PretrainedMixin
 
@@ -130,10 +133,14 @@ class ARPG(nn.Module, PretrainedMixin):
         are written there (see :meth:`~arpg.blocks.SelfAttention.qkv`)."""
         B, T, _ = h.shape
         cfg = self.config
-        h = self.layers.norm(h)
-        k = apply_rope(project(self.layers.to_k, h).view(B, T, cfg.n_head, cfg.head_dim), rope,
+        L = self.layers
+        if k_out is None and lean_applies(h, L.to_k, L.to_v):  # training: the norm output is not kept
+            k, v = (t.view(B, T, cfg.n_head, cfg.head_dim) for t in norm_linears(h, L.norm, (L.to_k, L.to_v)))
+            return apply_rope(k, rope).transpose(1, 2), v.transpose(1, 2)
+        h = L.norm(h)
+        k = apply_rope(project(L.to_k, h).view(B, T, cfg.n_head, cfg.head_dim), rope,
                        out=None if k_out is None else k_out.transpose(1, 2))
-        v = project(self.layers.to_v, h).view(B, T, cfg.n_head, cfg.head_dim)
+        v = project(L.to_v, h).view(B, T, cfg.n_head, cfg.head_dim)
         return k.transpose(1, 2), v.transpose(1, 2)
 
     def query_inputs(self, cls_ids: torch.Tensor, T: int, cells: torch.Tensor | None = None,
@@ -180,7 +187,8 @@ class ARPG(nn.Module, PretrainedMixin):
     # ---------------------------------------------------------------------------------------------
     def forward(self, tokens: torch.Tensor, labels: torch.Tensor, orders: torch.Tensor | None = None, *,
                 drop_labels: torch.Tensor | None = None, return_loss: bool = False,
-                condition: torch.Tensor | None = None, drop_condition: torch.Tensor | None = None) -> torch.Tensor:
+                condition: torch.Tensor | None = None, drop_condition: torch.Tensor | None = None,
+                loss_chunk: int | None = DEFAULT_CHUNK_ROWS, grad_checkpoint: bool = False) -> torch.Tensor:
         """Teacher-forced logits (or the training loss).
 
         Args:
@@ -195,6 +203,11 @@ class ARPG(nn.Module, PretrainedMixin):
                 None = no condition (every query is the plain one, as for a dropped condition).
             drop_condition: BoolTensor [B], conditions to drop (None: in training mode each drops with
                 probability ``condition_dropout``). A dropped class keeps its condition (the paper's guidance).
+            loss_chunk: with ``return_loss``: the head and the cross-entropy run this many rows at a time, so
+                the full float32 logits and their gradient never exist (:func:`arpg.loss.head_cross_entropy`;
+                the same loss and gradients); 0 or None: the plain formula.
+            grad_checkpoint: recompute each block's activations in backward instead of keeping them (less
+                memory, about one more forward of the blocks in time); only while gradients are enabled.
         Returns:
             float32 logits [B, n, vocab] where ``logits[:, i]`` predicts cell ``orders[:, i]`` having seen
             the class and the tokens at ``orders[:, :i]`` (causal in both passes in train and eval mode);
@@ -218,9 +231,10 @@ class ARPG(nn.Module, PretrainedMixin):
         rope_in = self.rope[position_index(inp_cells)]
         rope_q = self.rope[position_index(orders)]
 
+        run = _checkpointed if grad_checkpoint and torch.is_grad_enabled() else _direct
         h = self.embed_dropout(self.embeddings(inp))
         for blk in self.layers.self_dec:
-            h = blk(h, rope_in)
+            h = run(blk, h, rope_in)
         k, v = self._shared_kv(h, rope_in)
         feats = active = None
         if condition is not None:
@@ -230,11 +244,12 @@ class ARPG(nn.Module, PretrainedMixin):
             active = None if drop_condition is None else ~drop_condition.to(tokens.device)
         x = self.embed_dropout(self.query_inputs(cls_ids, n, orders, feats, active))
         for blk in self.layers.cross_dec:
-            x = blk(x, rope_q, k, v, is_causal=True)
-        logits = self._logits(x)
+            x = run(blk, x, rope_q, k, v, True)
         if not return_loss:
-            return logits
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ordered.reshape(-1))
+            return self._logits(x)
+        if is_stand_in(self.head.weight):
+            raise ARPGError(MOVED.format(what="a training loss needs them"))
+        return head_cross_entropy(self.norm(x), self.head.weight, ordered, loss_chunk)
 
     def loss(self, tokens: torch.Tensor, labels: torch.Tensor, orders: torch.Tensor | None = None) -> torch.Tensor:
         """Mean cross-entropy over all cells, for a fresh random order per sample (or the given ``orders``)."""
@@ -297,6 +312,15 @@ class ARPG(nn.Module, PretrainedMixin):
         for blk in self.layers.cross_dec:
             x = blk(x, rope, k, v, is_causal=False)
         return self._logits(x, guidance)
+
+
+def _direct(block: nn.Module, *args) -> torch.Tensor:
+    return block(*args)
+
+
+def _checkpointed(block: nn.Module, *args) -> torch.Tensor:
+    # non-reentrant: works under DDP / FSDP and replays dropout with the same random numbers
+    return torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
 
 
 def random_orders(batch: int, n: int, generator: torch.Generator | None = None,

@@ -76,6 +76,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "state (FSDP) instead of DDP under torchrun")
     g.add_argument("--compile", action="store_true", default=None, help="torch.compile the training step's "
                    "forward/backward (faster after a one-off compile; needs a C++ compiler on CPU)")
+    g.add_argument("--loss-chunk", type=nonneg_int, default=None, metavar="ROWS",
+                   help="compute the head and the loss this many rows at a time, so the full logits and their "
+                        f"gradient never exist (same loss and gradients; default {d['loss_chunk']}; 0 = all at once)")
+    g.add_argument("--grad-checkpoint", action="store_true", default=None,
+                   help="recompute each block's activations in backward: less memory for the largest models, "
+                        "about a third more time")
     g.add_argument("--seed", type=seed_int, default=None)
 
     g = p.add_argument_group("checkpoints, logs and samples")
@@ -126,7 +132,8 @@ def parse_overrides(config_file: str | None, sets: list[str]) -> dict[str, Any]:
 
 #: CLI flag -> TrainConfig field, for the flags that map one to one.
 _FLAGS = ("codes", "preset", "init", "condition", "batch_size", "grad_accum", "steps", "epochs", "lr", "min_lr", "warmup",
-          "weight_decay", "betas", "grad_clip", "ema", "dtype", "device", "fsdp", "compile", "seed", "save_every",
+          "weight_decay", "betas", "grad_clip", "ema", "dtype", "device", "fsdp", "compile", "loss_chunk",
+          "grad_checkpoint", "seed", "save_every",
           "keep", "log_every", "tensorboard", "sample_every", "sample_steps", "sample_cfg", "sample_count",
           "tokenizer")
 

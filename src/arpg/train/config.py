@@ -68,6 +68,11 @@ class TrainConfig:
     # torch.compile the training forward (and so its backward): faster after a one-off compile at the first
     # step (measured in benchmarks/results/training_demo_b64.md).
     compile: bool = False
+    # The head and the loss in chunks of this many rows (the full float32 logits never exist; the same loss
+    # and gradients); 0 = the plain formula. Memory only: resumable with another value.
+    loss_chunk: int = 1024
+    # Recompute each block's activations in backward (less memory, about 1/3 more time).
+    grad_checkpoint: bool = False
     progress: bool = True
 
     def to_dict(self) -> dict[str, Any]:
@@ -90,7 +95,7 @@ class TrainConfig:
         for name in ("batch_size", "grad_accum", "save_every", "log_every", "sample_steps", "sample_count"):
             v = getattr(self, name)
             need(isinstance(v, int) and v >= 1, f"--{name.replace('_', '-')} must be >= 1, got {v!r}")
-        for name in ("keep", "sample_every"):
+        for name in ("keep", "sample_every", "loss_chunk"):
             v = getattr(self, name)
             need(isinstance(v, int) and v >= 0, f"--{name.replace('_', '-')} must be >= 0, got {v!r}")
         need(finite("lr") > 0, f"--lr must be > 0, got {self.lr}")

@@ -301,7 +301,8 @@ class Trainer:
             with _grad_sync(self.wrapped, last, cfg.fsdp and d.distributed):
                 with torch.autocast(device_type=d.device.type, dtype=self.amp_dtype,
                                     enabled=self.amp_dtype != torch.float32):
-                    loss = self.wrapped(tokens, labels, orders, drop_labels=drop, return_loss=True, **control)
+                    loss = self.wrapped(tokens, labels, orders, drop_labels=drop, return_loss=True,
+                                        loss_chunk=cfg.loss_chunk, grad_checkpoint=cfg.grad_checkpoint, **control)
                 (loss / cfg.grad_accum).backward()
             loss_sum += loss.detach() / cfg.grad_accum
         clip = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
