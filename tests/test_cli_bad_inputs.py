@@ -115,7 +115,7 @@ CASES: dict[str, list[tuple[list[str], str]]] = {
         (["--pack-weights", "--dtype", "fp16"], "float32 or bfloat16, not float16"),
         (["--dtype", "bf16", "--steps", "1000"], "steps must be an integer in 1..16"),
         (["--dtype", "fp16", "--labels", "99"], "labels must be in 0..9"),
-        (["--dtype", "bf16", "--pack-weights", "--int8"], "--pack-weights does not take --int8"),
+        (["--dtype", "bf16", "--pack-weights", "--int8"], "--int8 computes in float32"),
         (["--device", "bogus"], "unknown device"),
         (["--device", "cuda:0"], "CUDA is not available"),
         (["--cfg-scale", "nan"], "finite number"),

@@ -124,10 +124,10 @@ def test_sample_pack_weights_moves_the_weights_and_gives_the_same_codes(weights,
     monkeypatch.setattr(sample_cmd, "pack_weights",
                         lambda m, in_place=False: moved.append(in_place) or real(m, in_place=in_place))
     runs = {}
-    for flag in ([], ["--pack-weights"]):
-        out = tmp_path / ("packed" if flag else "plain")
+    for flag in (["--no-pack-weights"], ["--pack-weights"]):
+        out = tmp_path / ("packed" if flag == ["--pack-weights"] else "plain")
         assert main(["sample", *_common(weights), "--labels", "1,2", "--out", str(out), "--save-codes", *flag]) == 0
-        runs[bool(flag)] = (np.load(out / "codes.npy"), json.loads((out / "sample.json").read_text()))
+        runs[flag == ["--pack-weights"]] = (np.load(out / "codes.npy"), json.loads((out / "sample.json").read_text()))
     assert moved == [True]  # only the --pack-weights run, and in place: the process holds one weight copy
     assert np.array_equal(runs[True][0], runs[False][0])
-    assert runs[True][1]["packed_weights"] is True and "packed_weights" not in runs[False][1]
+    assert runs[True][1]["runtime"]["pack_weights"] is True and runs[False][1]["runtime"]["pack_weights"] is False

@@ -123,7 +123,7 @@ def test_the_custom_op_traces_without_graph_breaks():
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(autocast=True, dtype=torch.bfloat16), "not autocast"),
-    (dict(compile="frozen"), 'compile="frozen" packs the weights'),
+    (dict(compile="frozen"), 'pack_weights does not take compile="frozen"'),
 ])
 def test_pack_weights_refusals(kwargs, match):
     with pytest.raises(ARPGError, match=match):

@@ -75,7 +75,7 @@ def test_what_cannot_run_from_packed_copies_fails_in_one_line():
             pytest.raises(ARPGError, match="autocast cannot use them"):
         m(tokens, labels, orders)
     with pytest.raises(ARPGError, match=r"runs without them \(pack_weights=False\)"):
-        arpg.generate(m, [0], steps=2)
+        arpg.generate(m, [0], steps=2, pack_weights=False)
     for dtype in (torch.bfloat16, torch.float16):  # a cast copy would be cast from the stand-ins
         with pytest.raises(ARPGError, match="a copy of the model .* cannot be made from them"):
             arpg.generate(m, [0], steps=2, dtype=dtype)
@@ -128,7 +128,7 @@ def test_a_call_without_pack_weights_sets_an_earlier_calls_copies_aside(monkeypa
     seen = []
     real = packing._packed_or_plain
     monkeypatch.setattr(packing, "_packed_or_plain", lambda *a: seen.append(1) or real(*a))
-    arpg.generate(m, [0, 1], **kw)
+    arpg.generate(m, [0, 1], pack_weights=False, **kw)
     assert seen == [] and packing.pack_state(m) == packed  # F.linear ran; the copies are back afterwards
     arpg.generate(m, [0, 1], pack_weights=True, **kw)
     assert len(seen) > 0

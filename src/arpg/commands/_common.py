@@ -16,6 +16,7 @@ from typing import Callable
 
 from ..errors import ARPGError
 from ..sampling.quantize import quantize_int8
+from ..sampling.runtime import Runtime
 from ..util.devices import check_device_name, parse_dtype
 from ..util.hub import PUBLISHED, looks_like_repo, parse_hf_address, published_name
 
@@ -122,8 +123,7 @@ def apply_int8(args: argparse.Namespace, model):
     """``model``, or its int8 weight-only copy when ``--int8`` was given (checked against --dtype)."""
     if not getattr(args, "int8", False):
         return model
-    if args.dtype not in ("fp32", "float32"):
-        raise ARPGError("--int8 computes in float32: drop --dtype")
+    Runtime(dtype=parse_dtype(args.dtype), int8=True).validate(flags=True)
     return quantize_int8(model)
 
 

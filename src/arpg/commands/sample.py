@@ -13,6 +13,7 @@ from ..model import ATTENTION_MODES
 from ..packing import pack_weights
 from ..sampling.guidance import CFG_SCHEDULES, TOKEN_DRAWS
 from ..sampling.orders import ORDERS
+from ..sampling.runtime import Runtime
 from ..sampling.sample_folder import prepare_sample_folder, write_sample
 from ..sampling.sampler import resolve_sampling
 from ..sampling.settings import TEMPERATURE_SCHEDULES, SamplingConfig
@@ -102,31 +103,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compile", nargs="?", const="on", default=None, choices=["on", "frozen"],
                    help="decode with static-shape steps compiled by torch.compile (same images; the first batch "
                         "pays the compile time, reported apart). 'frozen' folds the weights into the graphs: "
-                        "faster on some CPUs, but each graph keeps its own packed weight copy (a 164 MB model "
-                        "held 1.3 GB more at 64 steps)")
-    p.add_argument("--pack-weights", action="store_true",
-                   help="CPU: run every decoding matmul through a oneDNN-packed copy of its weight, shared by eager "
-                        "and --compile decoding (faster thin matmuls). The weights are moved into it, so "
-                        "memory stays one copy of the weights (with --dtype bf16: the fp32 ones and the "
-                        "packed bf16 copy)")
+                        "each graph keeps its own packed copy of the weights")
+    p.add_argument("--pack-weights", action=argparse.BooleanOptionalAction, default=None,
+                   help="CPU: run every decoding matmul through oneDNN-packed weights (the weights are moved into "
+                        "them: memory stays one copy). Default: on wherever it can run (see "
+                        "arpg.sampling.runtime); --pack-weights insists (refused where it cannot run), "
+                        "--no-pack-weights turns it off")
     add_sampling_args(p)
     p.set_defaults(func=run)
 
 
+def runtime_request(args: argparse.Namespace) -> Runtime:
+    """The runtime options typed on the command line, as one value (checked by :meth:`Runtime.validate`)."""
+    return Runtime(dtype=parse_dtype(args.dtype), compile={None: False, "on": True, "frozen": "frozen"}[args.compile],
+                   pack_weights=bool(args.pack_weights), int8=bool(args.int8))
+
+
 def run(args: argparse.Namespace) -> int:
-    if args.compile and args.int8:
-        raise ARPGError("--compile does not take --int8 (torch.compile cannot trace the quantized layers); "
-                        "use one of the two")
-    if args.pack_weights and (args.int8 or args.compile == "frozen"):
-        raise ARPGError(f"--pack-weights does not take {'--int8' if args.int8 else '--compile frozen'} (both "
-                        "pack the weights their own way); use one of the two")
+    runtime_request(args).validate(flags=True)  # every combination rule, before anything loads
     out = Path(args.out)
     stale = prepare_sample_folder(out)
     device = pick_device(args.device)
     model, tok = load_pair(args.model, args.tokenizer, device)
     model = apply_int8(args, model)
     if args.pack_weights and parse_dtype(args.dtype) == torch.float32:
-        pack_weights(model, in_place=True)  # this process only samples: hold the weights once, packed
+        pack_weights(model, in_place=True)  # asked for: refused here, in one line, where it cannot run
     labels = parse_labels(args.labels, args.num, model.config.num_classes).to(device)
     sampling = sampling_config(args, model)
     meta = write_sample(model, tok, labels, sampling, out, stale=stale, seed=args.seed, dtype_name=args.dtype,

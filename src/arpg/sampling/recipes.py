@@ -46,7 +46,7 @@ class Recipe:
     temperature_end: float | None = None
     refine_rounds: int = 0
     refine_fraction: float = 0.1
-    token_draw: str = "multinomial"
+    token_draw: str = "inverse-cdf"
     seed: int = 0
     num_classes: int = 1000
     per_class: int = 50

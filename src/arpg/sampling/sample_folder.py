@@ -16,6 +16,7 @@ from ..errors import ARPGError
 from ..util.devices import parse_dtype
 from ..util.images import make_grid, save_images, to_pil, to_uint8
 from .compiled import compile_report
+from .runtime import resolve_runtime
 from .sampler import generate
 from .settings import SamplingConfig
 
@@ -48,12 +49,13 @@ def prepare_sample_folder(out: Path) -> list[Path]:
 
 def write_sample(model, tok, labels: torch.Tensor, sampling: SamplingConfig, out: Path, *, stale: list[Path],
                  seed: int = 0, dtype_name: str = "fp32", batch_size: int = 32, save_codes: bool = False,
-                 record: dict[str, Any] | None = None, compile: bool | str = False,
-                 pack_weights: bool = False) -> dict[str, Any]:
+                 record: dict[str, Any] | None = None, compile: bool | str | None = None,
+                 pack_weights: bool | None = None) -> dict[str, Any]:
     """Sample ``labels`` with ``sampling`` into ``out`` (the ``stale`` files of an earlier sample there are
     removed once the new one is decoded); returns the record written to ``sample.json``. With ``compile``
     (see :func:`~arpg.sampling.generate`) the record also gives the compile time inside ``seconds``;
-    ``pack_weights`` is passed on to it and recorded."""
+    ``pack_weights`` is passed on to it; the runtime the call resolved (dtype, packing, compile: what ran) is
+    recorded as ``runtime``."""
     device = model.embeddings.weight.device
     gen = torch.Generator(device=device).manual_seed(seed)
     before = compile_report(model)["compile_seconds"]
@@ -66,8 +68,8 @@ def write_sample(model, tok, labels: torch.Tensor, sampling: SamplingConfig, out
         record = dict(record or {}, compile=dict(mode="frozen" if compile == "frozen" else "on",
                                                  graphs=report["graphs"],
                                                  compile_seconds=round(report["compile_seconds"] - before, 3)))
-    if pack_weights:
-        record = dict(record or {}, packed_weights=True)
+    runtime = resolve_runtime(model, dtype=parse_dtype(dtype_name), compile=compile, pack_weights=pack_weights)
+    record = dict(record or {}, runtime=runtime.describe())
     with torch.no_grad():
         images = to_uint8(tok.decode(codes, grid=(model.config.grid_size,) * 2, batch_size=batch_size))
     for p in stale:

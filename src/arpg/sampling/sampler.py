@@ -24,11 +24,12 @@ from tqdm.auto import tqdm
 from ..control import CONDITION_GUIDANCE, check_condition
 from ..errors import ARPGError
 from ..model import ARPG
-from .compiled import COMPILE_MODES, StaticSteps, static_steps
+from .compiled import StaticSteps, static_steps
 from .resources import cast_weights, check_memory, weights_for_call
 from .guidance import guidance_weight, sample_tokens
 from .orders import make_orders
 from .recipes import recommended_sampling
+from .runtime import Runtime, call_weights, resolve_runtime
 from .schedules import step_counts
 from .settings import SamplingConfig, parse_step_schedule
 from ..util.devices import warn_if_emulated
@@ -59,7 +60,6 @@ def resolve_sampling(model: ARPG, sampling: SamplingConfig | None = None, **give
     return cfg
 
 
-@torch.inference_mode()
 def generate(
     model: ARPG,
     labels: torch.Tensor | Sequence[int],
@@ -90,8 +90,8 @@ def generate(
     batch_size: int | None = None,
     progress: bool = False,
     on_step: Callable[[int, int], None] | None = None,
-    compile: bool | str = False,
-    pack_weights: bool = False,
+    compile: bool | str | None = None,
+    pack_weights: bool | None = None,
 ) -> torch.Tensor:
     """Sample codes with randomized parallel decoding.
 
@@ -124,8 +124,9 @@ def generate(
         refine_rounds, refine_fraction: after the last step, re-predict the least confident
             ``refine_fraction`` of the decoded cells, ``refine_rounds`` times, each in one step with every
             other cell known (prefilled). Known cells never change.
-        token_draw: ``"multinomial"`` (the published draw, default) or ``"inverse-cdf"``: the same
-            distribution from one uniform number per token instead of one per vocabulary entry.
+        token_draw: ``"inverse-cdf"`` (default) or ``"multinomial"`` (the published draw): the same
+            distribution; inverse-CDF draws one uniform number per token instead of one per vocabulary entry.
+            ``"multinomial"`` gives the published sampler's tokens for the same generator.
         known_codes, known_mask: prefilled cells, LongTensor / BoolTensor [B, n] (raster order).
         condition: ControlARPG models only: condition maps [B, C, S, S] or one [C, S, S] for every row, floats
             in [0, 1] with ``S = model.config.condition_side`` (:mod:`arpg.data.conditions` makes them). Combines
@@ -146,33 +147,43 @@ def generate(
             count, padded step size and attention window, kept on the model for later calls;
             :mod:`arpg.sampling.compiled`). Same tokens as eager from the same generator; the first call pays
             the compile time (:func:`~arpg.sampling.compiled.compile_report`). ``"frozen"``: weights folded
-            into the graphs (faster on some CPUs; each graph keeps a packed copy of the weights it uses:
-            +1.3 GB over 164 MB of weights measured for a dim-512 model at 64 steps, batch 8).
-        pack_weights: CPU only: run every decoding matmul through one oneDNN-packed copy of its weight, made
-            once and kept on the model until a parameter changes (:mod:`arpg.packing`), in eager and compiled
-            decoding alike. Costs one more copy of the weights in memory, unless the model was packed in place
-            (``arpg.packing.pack_weights(model, in_place=True)``); the bf16 copy ``dtype`` makes is always
-            packed in place. Float32 or bf16 weights (bf16 only on a CPU with native bf16). Same values as
-            unpacked up to float rounding (~1e-6 relative). False: plain matmuls, with packed copies an
-            earlier call left set aside for this one (compiled steps are then rebuilt for the other packing).
+            into the graphs (each graph keeps a packed copy of the weights it uses). None (default): off.
+        pack_weights: CPU: run every decoding matmul through oneDNN-packed weights (:mod:`arpg.packing`).
+            None (default): on wherever it can run (a CPU, float32 weights or bf16 ones on a CPU with native
+            bf16, no autocast, int8 or frozen compile): the model is packed in place for the call and gets its
+            plain weights back at the end, so memory stays one copy of the weights
+            (:mod:`arpg.sampling.runtime`). True: a packed copy is made and kept on the model until a
+            parameter changes (one more copy of the weights, unless the model was packed in place with
+            ``arpg.packing.pack_weights(model, in_place=True)``); the bf16 copy ``dtype`` makes is always
+            packed in place. False: plain matmuls. Same values as unpacked up to float rounding.
     Returns:
         LongTensor [B, n] of codes in raster order, on the model's device.
     """
+    runtime = resolve_runtime(model, dtype=dtype, autocast=autocast, compile=compile, pack_weights=pack_weights)
+    with call_weights(model, runtime):  # outside inference mode: restored weights stay ordinary tensors
+        return _generate(model, labels, runtime, steps=steps, cfg_scale=cfg_scale, cfg_schedule=cfg_schedule,
+                         step_schedule=step_schedule, temperature=temperature, top_k=top_k, top_p=top_p, order=order,
+                         attention=attention, generator=generator, sampling=sampling,
+                         guidance_interval=guidance_interval, temperature_schedule=temperature_schedule,
+                         temperature_end=temperature_end, refine_rounds=refine_rounds,
+                         refine_fraction=refine_fraction, token_draw=token_draw, known_codes=known_codes,
+                         known_mask=known_mask, condition=condition, condition_guidance=condition_guidance,
+                         batch_size=batch_size, progress=progress, on_step=on_step)
+
+
+@torch.inference_mode()
+def _generate(model: ARPG, labels, runtime: Runtime, *, steps, cfg_scale, cfg_schedule, step_schedule, temperature,
+              top_k, top_p, order, attention, generator, sampling, guidance_interval, temperature_schedule,
+              temperature_end, refine_rounds, refine_fraction, token_draw, known_codes, known_mask, condition,
+              condition_guidance, batch_size, progress, on_step) -> torch.Tensor:
+    """The body of :func:`generate` for a resolved :class:`~arpg.sampling.runtime.Runtime`."""
     cfg = model.config
     device = model.embeddings.weight.device
-    if model.__dict__.get("int8_weights") and dtype not in (None, torch.float32):
-        raise ARPGError("an int8-weight model computes in float32: leave dtype unset (or fp32)")
+    dtype, autocast, compile, pack_weights = runtime.dtype, runtime.autocast, runtime.compile, runtime.pack_weights
     compute_dtype = dtype or model.embeddings.weight.dtype  # warned about once the request is known to be good
     source = model
     if dtype in (torch.bfloat16, torch.float16) and model.embeddings.weight.dtype == torch.float32 and not autocast:
         model, dtype = cast_weights(model, dtype), None  # low-precision weights, converted once
-    if not (isinstance(compile, bool) or compile == "frozen"):
-        raise ARPGError(f"compile must be one of {COMPILE_MODES}, got {compile!r}")
-    if compile and model.__dict__.get("int8_weights"):
-        raise ARPGError("compiling (compile=True, --compile) does not take int8 weights (torch.compile "
-                        "cannot trace the quantized layers); use one of the two")
-    if compile and autocast:
-        raise ARPGError("compile=True runs low-precision weights, not autocast: pass dtype without autocast")
     # the packed copies this call runs through, or plain matmuls with any earlier call's set aside
     with weights_for_call(model, pack_weights, own_copy=model is not source, compile=compile,
                           autocast=autocast):

@@ -47,7 +47,7 @@ class SamplingConfig:
     refine_fraction: float = 0.1
     # How a token is drawn from its probabilities: "multinomial" (published) or "inverse-cdf" (the same
     # distribution from one uniform per token; faster where multinomial's per-entry randomness dominates).
-    token_draw: str = "multinomial"
+    token_draw: str = "inverse-cdf"
 
     def __post_init__(self) -> None:
         if isinstance(self.step_schedule, (list, tuple)):  # hashable, and equal however it was given
