@@ -7,9 +7,8 @@ and values (checkpoints load with ``strict=True`` either way), and in-place upda
 only while every part still lives inside it: replacing a parameter (``.to()``, ``p.data = ...``,
 ``load_state_dict(assign=True)``) silently falls back to the separate matmuls, never to stale weights.
 
-Whether fusing pays depends on the device: on the 2-core CPU of our benchmarks one fused matmul was 0.89x
-(64 rows, dim 512) to 1.17x (256 rows) the speed of the separate ones; it is meant for GPUs, where it saves
-kernel launches and reads of the input.
+Whether fusing pays depends on the device (``benchmarks/results/linear_packing.md`` has the CPU figures): it
+is meant for GPUs, where it saves kernel launches and reads of the input.
 """
 
 from __future__ import annotations

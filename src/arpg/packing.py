@@ -3,8 +3,7 @@ shared by eager and compiled sampling.
 
 Why: the decoding step's matmuls are thin (2 x batch x tokens-of-the-step rows), and ``F.linear`` re-lays
 out the weight for the CPU's vector units on every call. Packing it once into oneDNN's blocked layout
-removes that work. ``benchmarks/linear_packing.py`` measures the gain per matmul: on a 2-core AMX Xeon, at
-ARPG-L shapes and 128 rows, about 1.1x in float32 and 1.3-1.6x in bf16 (``results/linear_packing_amx.md``). One packed copy serves
+removes that work (``benchmarks/linear_packing.py`` measures the gain per matmul and CPU). One packed copy serves
 every row count, so eager and every compiled graph share it; ``compile="frozen"`` instead keeps a packed
 copy per graph (several GB for ARPG-L).
 

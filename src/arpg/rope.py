@@ -55,8 +55,8 @@ def apply_rope(x: torch.Tensor, rope: torch.Tensor, out: torch.Tensor | None = N
 
     Computed in float32 and cast back to ``x``'s dtype, so bf16 autocast keeps accurate angles. On CPU and
     CUDA in eager mode each pair is turned as one complex product: the same products and sums as the
-    real-valued formula (``(a + ib)(c + is) = (ac - bs) + i(bc + as)``), in one kernel instead of seven (9x
-    faster on a decoding step's shapes); a compiled graph and other devices use the real formula, which the
+    real-valued formula (``(a + ib)(c + is) = (ac - bs) + i(bc + as)``), in one kernel instead of seven; a
+    compiled graph and other devices use the real formula, which the
     compiler fuses anyway.
 
     ``out``: a tensor shaped like ``x`` (any strides, e.g. the KV cache's slots for these tokens seen as

@@ -1,10 +1,8 @@
 """int8 weight-only sampling on the CPU: every ``nn.Linear`` of a copy of the model quantized dynamically.
 
 Weights are stored as int8 (per-tensor scale), activations stay float32 and are quantized on the fly inside
-each matmul (torch's dynamic quantization, fbgemm / qnnpack CPU kernels). Measured on 2 CPU cores
-(``benchmarks/int8.py``, batch 8, 32 steps): 1.18x the fp32 speed for the demo model (dim 256) and 2.27x
-for a dim-512 / 8-layer model; on the demo model, 1000 samples: class accuracy 93.7% -> 92.3%, classifier
-Frechet 7.15 -> 7.95. So it is opt-in: faster, at a small measured quality cost.
+each matmul (torch's dynamic quantization, fbgemm / qnnpack CPU kernels). It is opt-in because it trades a
+small, measured loss of quality for speed (``benchmarks/int8.py``, ``benchmarks/results/int8.md``).
 """
 
 from __future__ import annotations

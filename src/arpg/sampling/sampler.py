@@ -107,7 +107,9 @@ def generate(
         cfg_scale: classifier-free guidance scale ``w``; 1.0 disables guidance (no doubled batch).
         cfg_schedule: ``"linear"`` (``w_s = 1 + (w-1) * decoded_after_s / unknown``, published) or ``"constant"``.
         step_schedule: ``"arccos"`` (published), ``"cosine"``, ``"linear"`` or explicit per-step counts.
-        temperature, top_k, top_p: applied to the guided logits before sampling.
+        temperature: divides the guided logits before sampling.
+        top_k: keep only the ``top_k`` most likely tokens (after temperature).
+        top_p: keep the smallest set of tokens reaching probability ``top_p`` (after temperature).
         order: ``"random"`` (one permutation per sample), ``"shared-random"`` (one for the batch, as
             published), ``"raster"``, ``"alternate"``, ``"z-curve"``, ``"spiral-in"``, ``"spiral-out"``,
             the per-sample orders that spread each step's cells ``"halton"``, ``"locality"`` (built for the
@@ -119,15 +121,18 @@ def generate(
         sampling: a :class:`~arpg.sampling.settings.SamplingConfig` to start from instead of the model's.
         guidance_interval: ``(lo, hi)``: guidance only at steps whose share of decoded cells (after the step)
             is in (lo, hi]; outside it only the conditional rows run (and after it they are all that is kept).
-        temperature_schedule, temperature_end: ``"constant"`` or ``"anneal"`` (linear from ``temperature``
-            at the first step towards ``temperature_end``, by the share of cells decoded before the step).
-        refine_rounds, refine_fraction: after the last step, re-predict the least confident
-            ``refine_fraction`` of the decoded cells, ``refine_rounds`` times, each in one step with every
-            other cell known (prefilled). Known cells never change.
+        temperature_schedule: ``"constant"`` or ``"anneal"`` (linear from ``temperature`` at the first step
+            towards ``temperature_end``, by the share of cells decoded before the step).
+        temperature_end: the temperature ``"anneal"`` heads for.
+        refine_rounds: after the last step, re-predict the least confident ``refine_fraction`` of the
+            decoded cells this many times, each in one step with every other cell known (prefilled). Known
+            cells never change.
+        refine_fraction: the share of decoded cells each refinement round re-predicts.
         token_draw: ``"inverse-cdf"`` (default) or ``"multinomial"`` (the published draw): the same
             distribution; inverse-CDF draws one uniform number per token instead of one per vocabulary entry.
             ``"multinomial"`` gives the published sampler's tokens for the same generator.
-        known_codes, known_mask: prefilled cells, LongTensor / BoolTensor [B, n] (raster order).
+        known_codes: codes of the prefilled cells, LongTensor [B, n] (raster order; read where ``known_mask``).
+        known_mask: which cells are prefilled, BoolTensor [B, n] (raster order).
         condition: ControlARPG models only: condition maps [B, C, S, S] or one [C, S, S] for every row, floats
             in [0, 1] with ``S = model.config.condition_side`` (:mod:`arpg.data.conditions` makes them). Combines
             with prefilled cells (control + inpaint): the condition steers the cells that are decoded.

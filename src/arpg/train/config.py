@@ -66,7 +66,7 @@ class TrainConfig:
     condition: str | None = None
     fsdp: bool = False
     # torch.compile the training forward (and so its backward): faster after a one-off compile at the first
-    # step (measured in benchmarks/results/training_demo_b64.md).
+    # step (benchmarks/results/training_demo_b64.md).
     compile: bool = False
     # The head and the loss in chunks of this many rows (the full float32 logits never exist; the same loss
     # and gradients); 0 = the plain formula. Memory only: resumable with another value.

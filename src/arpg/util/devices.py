@@ -47,8 +47,7 @@ def parse_dtype(name: str) -> torch.dtype:
 def cpu_has_native(dtype: torch.dtype) -> bool:
     """Whether this CPU multiplies ``dtype`` matrices natively (oneDNN's own check: AVX512-BF16, AMX or
     AVX-NE-CONVERT for bf16; AVX512-FP16 / AMX-FP16 for fp16). float32 always is. Without it, torch emulates
-    the low-precision matmul: on an AVX2-only AMD EPYC (2 cores) a 2048x2048 bf16 matmul ran at 0.3 GFLOP/s
-    against 171 GFLOP/s in float32."""
+    the low-precision matmul, orders of magnitude slower than float32 (``benchmarks/RESULTS.md``)."""
     probe = {torch.bfloat16: "_is_mkldnn_bf16_supported", torch.float16: "_is_mkldnn_fp16_supported"}.get(dtype)
     if probe is None:
         return True

@@ -15,7 +15,7 @@ from arpg.train import checkpointing as ck
 from arpg.train.config import TrainConfig
 from arpg.train.trainer import train
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ARGS = dict(preset="ARPG-nano", batch_size=8, steps=9, lr=0.05, min_lr=1e-3, warmup=0.2, save_every=3, log_every=1,
             seed=2, ema=0.9)
 

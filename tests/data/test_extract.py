@@ -19,7 +19,7 @@ from arpg.data.crops import make_crops, to_model_input
 from arpg.data.extract import ExtractConfig, extract_codes
 from arpg.errors import ARPGError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 class PoolTokenizer:

@@ -16,7 +16,7 @@ from arpg.train.metrics import read_log
 from arpg.train.config import TrainConfig
 from arpg.train.trainer import train
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # 8 global samples = 4 per rank; class dropout stays at the preset's 0.1 (decided per sample position).
 ARGS = dict(preset="ARPG-nano", batch_size=8, steps=6, lr=0.05, min_lr=1e-3, warmup=0.2, save_every=3,
             log_every=1, seed=5, ema=0.9)
