@@ -14,7 +14,9 @@ Throughput (random weights, bf16 weights, guidance 4): the published-structure s
 cache, one shared order, multinomial), ``arpg.generate`` eager (multinomial, inverse-CDF), compiled with
 CUDA graphs, and compiled with fused projections, for ARPG-L / XL / XXL at batch 1, 64 and 256 and
 32 / 64 steps; img/s, peak memory, compile time (the untimed warm-up call of a compiled variant). Runs stop
-when ``--budget-s`` is spent, and say so. Writes ``benchmarks/results/gpu.md``.
+when ``--budget-s`` is spent, and say so. Then training: 20 steps of ARPG-L at batch 32, bf16 autocast, the
+published training forward and ours, each eager and compiled (samples/s, peak memory). Writes
+``benchmarks/results/gpu.md``.
 """
 
 from __future__ import annotations
@@ -157,8 +159,11 @@ def throughput(device, presets, batches, steps_list, budget_s: float, lines: lis
                     "published structure": lambda: reference_generate(
                         model, labels, order.to(device), steps=steps, cfg_scale=4.0,
                         generator=torch.Generator(device=device).manual_seed(0)),
-                    "arpg, multinomial": lambda: arpg.generate(
+                    "arpg, default call": lambda: arpg.generate(
                         model, labels, steps=steps, cfg_scale=4.0, order=order,
+                        generator=torch.Generator(device=device).manual_seed(0)),
+                    "arpg, multinomial": lambda: arpg.generate(
+                        model, labels, steps=steps, cfg_scale=4.0, order=order, token_draw="multinomial",
                         generator=torch.Generator(device=device).manual_seed(0)),
                     "arpg, inverse-cdf": lambda: arpg.generate(
                         model, labels, steps=steps, cfg_scale=4.0, order=order, token_draw="inverse-cdf",
@@ -200,11 +205,68 @@ def throughput(device, presets, batches, steps_list, budget_s: float, lines: lis
             torch.cuda.empty_cache()
 
 
+def training(device, preset: str, batch: int, steps: int, lines: list[str]) -> None:
+    """``steps`` optimizer steps (after one warm-up) of ``preset`` at ``batch``, bf16 autocast (fp32 on a CPU):
+    the published training forward and ours (chunked head + loss, lean autograd functions), each eager and
+    compiled; samples/s and peak memory."""
+    from arpg.train.optim import build_optimizer
+    from arpg.train.reference import reference_loss
+
+    amp = torch.bfloat16 if device.type == "cuda" else torch.float32
+    lines += ["", f"## Training ({preset}, batch {batch}, {steps} steps after one warm-up, autocast {amp})", "",
+              "| step | samples/s | peak memory (GiB) | first step (s) |", "|---|---|---|---|"]
+    for name in ("published", "ours", "published, compiled", "ours, compiled"):
+        torch.manual_seed(0)
+        model = arpg.ARPG.from_preset(preset).to(device).train()
+        torch.nn.init.normal_(model.head.weight, std=0.02)
+        opt = build_optimizer(model, 4e-4, (0.9, 0.95), 0.05, fused=device.type == "cuda")
+        cfg = model.config
+
+        def forward(tokens, labels, orders, drop):
+            if name.startswith("published"):
+                return reference_loss(model, tokens, labels, orders, drop)
+            return model(tokens, labels, orders, drop_labels=drop, return_loss=True)
+
+        run = torch.compile(forward) if name.endswith("compiled") else forward
+
+        def step(k):
+            g = torch.Generator(device=device).manual_seed(k)
+            tokens = torch.randint(0, cfg.vocab_size, (batch, cfg.n_cells), device=device, generator=g)
+            labels = torch.randint(0, cfg.num_classes, (batch,), device=device, generator=g)
+            orders = torch.rand(batch, cfg.n_cells, device=device, generator=g).argsort(dim=1)
+            drop = torch.rand(batch, device=device, generator=g) < 0.1
+            with torch.autocast(device.type, dtype=amp, enabled=amp != torch.float32):
+                loss = run(tokens, labels, orders, drop)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        t = time.perf_counter()
+        step(0)
+        _sync(device)
+        first = time.perf_counter() - t
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        t = time.perf_counter()
+        for k in range(1, steps + 1):
+            step(k)
+        _sync(device)
+        sec = (time.perf_counter() - t) / steps
+        mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+        lines.append(f"| {name} | {batch / sec:.1f} | {mem:.2f} | {first:.1f} |")
+        print(lines[-1], flush=True)
+        model = opt = None
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda")
     p.add_argument("--quick", action="store_true", help="tiny shapes (to validate the script on a CPU)")
     p.add_argument("--budget-s", type=float, default=360.0, help="seconds for the throughput part")
+    p.add_argument("--skip-training", action="store_true", help="leave out the training rows")
     p.add_argument("--out", default=str(ROOT / "results" / "gpu.md"))
     args = p.parse_args()
     device = torch.device(args.device)
@@ -232,6 +294,9 @@ def main() -> int:
     steps = [8] if args.quick else [32, 64]
     throughput(device, presets, batches, steps, args.budget_s, lines)
     lines += ["", "Paper anchors (A800, batch 64, bf16, tokens only): ARPG-L 130 / 67.5 img/s at 32 / 64 steps."]
+    if not args.skip_training:
+        training(device, "ARPG-tiny" if args.quick else "ARPG-L", 4 if args.quick else 32, 2 if args.quick else 20,
+                 lines)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")

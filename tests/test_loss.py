@@ -170,3 +170,35 @@ def test_lean_training_functions_give_the_formula(autocast):
     for a, b in zip(results[0][0] + list(results[0][1]), results[1][0] + list(results[1][1])):
         assert a.dtype == b.dtype
         torch.testing.assert_close(a, b, **tol)
+
+
+def _nano_batch():
+    torch.manual_seed(random.randrange(10**6))
+    m = ARPG.from_preset("ARPG-nano").train()
+    B, n = 4, m.config.n_cells
+    batch = (torch.randint(0, 16, (B, n)), torch.randint(0, 4, (B,)), torch.stack([torch.randperm(n) for _ in range(B)]))
+    return m, batch, torch.rand(B) < 0.3
+
+
+def test_the_training_forward_traces_as_one_graph():
+    """The chunked loss and the lean autograd functions give torch.compile no graph break."""
+    m, batch, drop = _nano_batch()
+    found = torch._dynamo.explain(lambda *b: m(*b, drop_labels=drop, return_loss=True, loss_chunk=8))(*batch)
+    assert found.graph_count == 1 and found.graph_break_count == 0, [b.reason for b in found.break_reasons]
+
+
+@pytest.mark.slow
+def test_compiled_training_step_equals_eager():
+    m, batch, drop = _nano_batch()
+    step = lambda: m(*batch, drop_labels=drop, return_loss=True, loss_chunk=8)  # noqa: E731
+    torch.manual_seed(1)
+    compiled = torch.compile(step, fullgraph=True)()
+    compiled.backward()
+    grads = {k: p.grad.clone() for k, p in m.named_parameters()}
+    m.zero_grad()
+    torch.manual_seed(1)
+    eager = step()
+    eager.backward()
+    torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6)
+    for k, p in m.named_parameters():
+        torch.testing.assert_close(grads[k], p.grad, rtol=1e-4, atol=1e-6, msg=k)

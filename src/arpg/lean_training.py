@@ -13,7 +13,8 @@ ARPG blocks keep tensors that backward can rebuild for the price of an elementwi
   attention keeps it anyway) and redoes the copy in backward.
 
 Each computes the formula with the same kernels in the same dtypes (F.rms_norm, F.linear, silu and its
-backward), so values and gradients match the plain modules to float rounding (tested). They run on float32
+backward; the norm's backward written out), so values and gradients match the plain modules to float rounding
+(tested), and none calls autograd inside its backward, so a compiled training step traces through them. They run on float32
 weights (the training case), under autocast as ``F.linear`` would: matmuls in the autocast dtype, the norm
 in float32, weight gradients in the weights' dtype.
 """
@@ -32,18 +33,21 @@ def _norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     return F.rms_norm(x, (x.shape[-1],), weight, eps)
 
 
-def _renorm(ctx, x: torch.Tensor, norm_w: torch.Tensor, eps: float):
-    """The norm recomputed with a graph of its own, to run its backward from ``grad`` of the output."""
-    with torch.enable_grad():
-        xg = x.detach().requires_grad_(ctx.needs_input_grad[0])
-        wg = norm_w.detach().requires_grad_(ctx.needs_input_grad[1])
-        return xg, wg, _norm(xg, wg, eps)
+def _renorm(x: torch.Tensor, norm_w: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The norm recomputed for backward: its output and the per-row ``rsqrt(mean(x^2) + eps)``."""
+    r = torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + eps)
+    return _norm(x, norm_w, eps), r
 
 
-def _norm_backward(xg, wg, xn, grad_xn):
-    inputs = [t for t in (xg, wg) if t.requires_grad]
-    got = iter(torch.autograd.grad(xn, inputs, grad_xn) if inputs else ())
-    return (next(got) if xg.requires_grad else None), (next(got) if wg.requires_grad else None)
+def _norm_backward(ctx, x, norm_w, r, grad_xn):
+    """Gradients of ``x * r * w`` (RMSNorm) for the input and the weight, written out (no autograd call inside
+    a backward, so the whole step can be compiled): ``dx = r * gw - x * r^3 * mean(gw * x)`` with
+    ``gw = grad * w``, and ``dw = sum(grad * x * r)`` over rows."""
+    g, xf = grad_xn.float(), x.float()
+    gw = g * norm_w.float()
+    gx = (r * gw - xf * r.pow(3) * (gw * xf).mean(-1, keepdim=True)).to(x.dtype) if ctx.needs_input_grad[0] else None
+    gnw = (g * xf * r).flatten(0, -2).sum(0).to(norm_w.dtype) if ctx.needs_input_grad[1] else None
+    return gx, gnw
 
 
 def _weight_grad(g: torch.Tensor, inp: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -61,15 +65,15 @@ class _NormLinears(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grads):
         x, norm_w, *weights = ctx.saved_tensors
-        xg, wg, xn = _renorm(ctx, x, norm_w, ctx.eps)
-        xc = xn.detach().to(ctx.dtype)
+        xn, r = _renorm(x, norm_w, ctx.eps)
+        xc = xn.to(ctx.dtype)
         grad_xn, grad_ws = None, []
         for i, (g, w) in enumerate(zip(grads, weights)):
             g = g.to(ctx.dtype)
             part = (g @ w.to(ctx.dtype)).to(xn.dtype)
             grad_xn = part if grad_xn is None else grad_xn + part
             grad_ws.append(_weight_grad(g, xc, w.dtype) if ctx.needs_input_grad[4 + i] else None)
-        gx, gw = _norm_backward(xg, wg, xn, grad_xn)
+        gx, gw = _norm_backward(ctx, x, norm_w, r, grad_xn)
         return (gx, gw, None, None, *grad_ws)
 
 
@@ -100,10 +104,10 @@ class _NormSwiGLU(torch.autograd.Function):
         gp = grad @ w2.to(dt)
         grad_b = gp * silu
         grad_a = torch.ops.aten.silu_backward(gp * b, a)
-        xg, wg, xn = _renorm(ctx, x, norm_w, ctx.eps)
-        xc = xn.detach().to(dt)
+        xn, r = _renorm(x, norm_w, ctx.eps)
+        xc = xn.to(dt)
         grad_xn = (grad_a @ w1.to(dt)).to(xn.dtype) + (grad_b @ w3.to(dt)).to(xn.dtype)
-        gx, gw = _norm_backward(xg, wg, xn, grad_xn)
+        gx, gw = _norm_backward(ctx, x, norm_w, r, grad_xn)
         return gx, gw, None, None, _weight_grad(grad_a, xc, w1.dtype), _weight_grad(grad_b, xc, w3.dtype), grad_w2
 
 
