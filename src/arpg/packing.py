@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from .errors import ARPGError
 from .fusion import FUSED_ATTRIBUTE, is_stand_in, stand_in
+from .util.memory import release_freed_memory
 
 HANDLE = "packed_handle"  # module attribute: the handle of its own weight's packed copy
 FUSED_HANDLE = "fused_packed_handle"  # module attribute: the handle of its fused weight's packed copy
@@ -189,11 +190,16 @@ def pack_weights(model: nn.Module, in_place: bool = False) -> nn.Module:
     why = packing_available(weight.dtype)
     if why:
         raise ARPGError(why)
-    for owner, attr, w in _decoding_linears(model):
+    todo = _decoding_linears(model)
+    todo.reverse()
+    while todo:  # popped one by one, so the list holds no reference to a weight already moved
+        owner, attr, w = todo.pop()
         if _valid(owner.__dict__.get(attr), w) is None:
             _register(owner, attr, w)
         if in_place and not is_stand_in(w):
+            del w
             _move(owner, attr)
+            release_freed_memory()  # the plain weight's pages: resident memory stays one copy as it goes
     if in_place and HOOKS not in model.__dict__:
         model.__dict__[HOOKS] = (model.register_state_dict_post_hook(_real_values),
                                  model.register_load_state_dict_pre_hook(_unpack_before_load))
@@ -273,6 +279,12 @@ def unpack_weights(model: nn.Module) -> nn.Module:
                 lin.weight.data = values[id(lin.weight)]
             if attr == FUSED_HANDLE:  # the parts are row blocks of one tensor again: it stays their fusion
                 owner.__dict__[FUSED_ATTRIBUTE] = dense
+            # this matrix's packed copy goes now, not after the loop: never both copies of every weight
+            handle = owner.__dict__.pop(attr, None)
+            if handle in _REGISTRY and _REGISTRY[handle][4] == id(owner):
+                del _REGISTRY[handle]
+            del dense, values
+            release_freed_memory()
     for hook in model.__dict__.pop(HOOKS, ()):
         hook.remove()
     for m in model.modules():

@@ -117,3 +117,12 @@ def test_packing_availability_follows_the_probe(monkeypatch, native):
     if not native:
         assert "no native bf16 matmul" in packing.packing_available(torch.bfloat16)
     assert "float32 or bfloat16, not float16" in packing.packing_available(torch.float16)
+
+
+def test_releasing_freed_memory_is_safe_to_call():
+    from arpg.util.memory import release_freed_memory
+
+    big = torch.randn(1 << 20)
+    del big
+    release_freed_memory()  # glibc: malloc_trim(0); elsewhere nothing
+    release_freed_memory()
