@@ -119,10 +119,11 @@ def test_packing_availability_follows_the_probe(monkeypatch, native):
     assert "float32 or bfloat16, not float16" in packing.packing_available(torch.float16)
 
 
-def test_releasing_freed_memory_is_safe_to_call():
-    from arpg.util.memory import release_freed_memory
+def test_freed_memory_goes_back_through_glibc_where_there_is_glibc():
+    import platform
 
-    big = torch.randn(1 << 20)
-    del big
-    release_freed_memory()  # glibc: malloc_trim(0); elsewhere nothing
-    release_freed_memory()
+    from arpg.util import memory
+
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert memory._trim() is not None  # malloc_trim found: packing in place can give pages back
+    memory.release_freed_memory()  # never raises, with or without glibc
