@@ -18,7 +18,7 @@ process's peak resident memory over one call of that variant, each in a fresh pr
 
 Usage::
 
-    python benchmarks/default_path.py                       # dim-512 / 8 layers and ARPG-L, batch 1 and 8, fp32
+    python benchmarks/default_path.py                       # the demo shape, dim-512 / 8 layers and ARPG-L, batch 1 and 8
     python benchmarks/default_path.py --shapes dim512 --batches 8 --repeats 3
 """
 
@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT.parent / "src"))
 import arpg  # noqa: E402
 from arpg.sampling.reference import reference_generate  # noqa: E402
 
-SHAPES = {"dim512": ("ARPG-S", dict(n_layer=8)), "ARPG-L": ("ARPG-L", {})}
+SHAPES = {"demo": ("ARPG-demo", {}), "dim512": ("ARPG-S", dict(n_layer=8)), "ARPG-L": ("ARPG-L", {})}
 VARIANTS = {
     "published": None,
     "default": {},

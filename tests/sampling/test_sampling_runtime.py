@@ -12,6 +12,7 @@ import torch
 import arpg
 from arpg import packing
 from arpg.errors import ARPGError
+from arpg.sampling import runtime
 from arpg.sampling.runtime import Runtime, packed_for_call, resolve_runtime
 from arpg.util import devices
 
@@ -40,6 +41,19 @@ def test_good_combinations_pass():
     for kw in (dict(), dict(compile=True, pack_weights=True), dict(compile="frozen"), dict(int8=True),
                dict(dtype=torch.bfloat16, autocast=True), dict(pack_weights=True, dtype=torch.bfloat16)):
         assert Runtime(**kw).validate() == Runtime(**kw)
+
+
+@pytest.fixture(autouse=True)
+def _pack_tiny_models(monkeypatch):
+    """The default packs models of a useful width; these tests exercise it on tiny ones."""
+    monkeypatch.setattr(runtime, "PACK_MIN_DIM", 0)
+
+
+@needs_onednn
+def test_narrow_models_are_not_packed_by_default(tiny_model, monkeypatch):
+    monkeypatch.setattr(runtime, "PACK_MIN_DIM", tiny_model.config.dim + 1)
+    assert not resolve_runtime(tiny_model).pack_weights
+    assert resolve_runtime(tiny_model, pack_weights=True).pack_weights  # asked for: still packed
 
 
 @needs_onednn

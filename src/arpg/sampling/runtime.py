@@ -3,8 +3,8 @@ weights, int8 weights), the one place where the rules of which options combine l
 and the rule that picks the fastest path on the machine at hand for what the caller leaves unset
 (:func:`resolve_runtime`).
 
-The default rule (options left as None): on a CPU, a float32 model (or bf16 where the CPU has native bf16)
-runs every decoding matmul through oneDNN-packed weights (:mod:`arpg.packing`). The user's model is packed
+The default rule (options left as None): on a CPU, a float32 model (or bf16 where the CPU has native bf16) at
+least :data:`PACK_MIN_DIM` wide runs every decoding matmul through oneDNN-packed weights (:mod:`arpg.packing`). The user's model is packed
 in place for the call and given its plain weights back at the end (:func:`packed_for_call`), so memory stays
 one copy of the weights and, after the call, the model trains, saves, loads and moves exactly as before.
 Compilation stays opt-in: on a CPU its compile time rarely pays for one call, and on CUDA the compiled
@@ -27,6 +27,9 @@ from ..model import ARPG
 from ..packing import is_packed_in_place, pack_state, pack_weights, packing_available, unpack_weights
 
 COMPILE_MODES = (False, True, "frozen")
+#: The default packs only models at least this wide: at width 192 (the demo model) the packed matmuls lost to
+#: plain ones, at 512 and 1024 they won (benchmarks/results/default_path.md, default_path_L.md).
+PACK_MIN_DIM = 512
 
 #: Option names as the library and as the command line spell them, for the refusal messages.
 _API = {"compile": "compile=True", "frozen": 'compile="frozen"', "pack": "pack_weights", "int8": "int8 weights",
@@ -106,8 +109,8 @@ def resolve_runtime(model: ARPG, *, dtype: torch.dtype | None = None, autocast: 
     device = model.embeddings.weight.device
     weights_dtype = model.embeddings.weight.dtype
     runs_in = weights_dtype if dtype is None or autocast else dtype
-    if (device.type != "cpu" or rt.autocast or rt.compile == "frozen" or int8 or packing_available(runs_in)
-            or not _plain_tensor_weights(model)):
+    if (device.type != "cpu" or model.config.dim < PACK_MIN_DIM or rt.autocast or rt.compile == "frozen" or int8
+            or packing_available(runs_in) or not _plain_tensor_weights(model)):
         return rt
     # A low-precision copy made by the call (dtype) is packed in place on that copy; the caller's own
     # model is packed in place for the call and restored after it.
