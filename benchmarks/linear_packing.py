@@ -32,7 +32,7 @@ from _timing import interleaved_times  # noqa: E402
 from compiled import machine  # noqa: E402
 
 sys.path.insert(0, str(ROOT.parent / "src"))
-from arpg.config import swiglu_hidden  # noqa: E402
+from arpg.model.config import swiglu_hidden  # noqa: E402
 from arpg.util.devices import cpu_has_native  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}

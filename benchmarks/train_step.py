@@ -6,7 +6,7 @@ random codes, per-sample random orders and class dropout, with the same initial 
 * ``published``: :func:`arpg.train.reference.reference_loss`, the authors' forward written out (whole
   float32 logits, ``F.cross_entropy`` over them);
 * ``ours``: :meth:`arpg.ARPG.forward` with ``return_loss=True`` as ``arpg train`` runs it (head and loss in
-  chunks of ``--loss-chunk`` rows, :mod:`arpg.lean_training`'s autograd functions that keep fewer
+  chunks of ``--loss-chunk`` rows, :mod:`arpg.model.lean_training`'s autograd functions that keep fewer
   activations, complex-product RoPE, fused RMSNorm); ``ours+ckpt`` adds ``--grad-checkpoint``.
 
 Every case runs in a fresh process (so its peak resident memory, ``ru_maxrss``, is its own), and cases are

@@ -30,7 +30,7 @@ import torch
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent / "src"))
 
-from arpg.config import get_preset  # noqa: E402
+from arpg.model.config import get_preset  # noqa: E402
 from arpg.data.codes import write_code_set  # noqa: E402
 from arpg.model import count_parameters  # noqa: E402
 from arpg.train.config import TrainConfig  # noqa: E402

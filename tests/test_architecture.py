@@ -160,3 +160,21 @@ def test_no_file_over_the_size_limit():
 @pytest.mark.parametrize("name", [m for m in source_modules() if not m.endswith("__main__")])
 def test_every_module_imports(name):
     importlib.import_module(name)
+
+
+#: Modules of the network package that still call the decoding speed-ups (packed and fused weights) directly.
+#: The network should know nothing of how it is run fast; this list may only shrink.
+SPEED_UP_CALLERS = {"arpg.model.blocks", "arpg.model.transformer", "arpg.model.weights"}
+SPEED_UPS = ("arpg.packing", "arpg.fusion", "arpg.static_decode", "arpg.sampling")
+
+
+def test_the_network_package_imports_no_speed_up_beyond_the_known_callers():
+    mods = source_modules()
+    found = set()
+    for name, path in mods.items():
+        if name == "arpg.model" or name.startswith("arpg.model."):
+            for target, line, _ in imported_modules(name, path, mods):
+                if target.startswith(SPEED_UPS):
+                    found.add(name)
+                    assert name in SPEED_UP_CALLERS, f"{path.name}:{line} imports {target}"
+    assert found == SPEED_UP_CALLERS, f"no longer calling a speed-up (shrink the list): {SPEED_UP_CALLERS - found}"

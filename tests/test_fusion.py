@@ -44,7 +44,7 @@ def test_fused_logits_equal_unfused_and_decoding_matches(any_tiny_model):
 def test_fused_model_saves_and_loads_strict(tiny_model, tmp_path):
     fuse_projections(tiny_model)
     path = tmp_path / "fused.safetensors"
-    arpg.weights_io.save_model(tiny_model, path)
+    arpg.model.weights.save_model(tiny_model, path)
     back = arpg.load_model(path)  # strict=True loading of the published names
     x = _inputs(tiny_model, random.randrange(10**6))
     torch.testing.assert_close(back(*x), tiny_model(*x), atol=1e-5, rtol=1e-5)

@@ -1,10 +1,10 @@
 """ARPG: autoregressive image generation with randomized parallel decoding (arXiv 2503.10568)."""
 
-from .config import ARPGConfig, get_preset, preset_names
+from .model.config import ARPGConfig, get_preset, preset_names
 from .errors import ARPGError, CheckpointError
 from .fusion import fuse_projections
 from .model import ARPG, random_orders
-from .weights_io import load_model, save_model
+from .model.weights import load_model, save_model
 from .sampling import generate
 from .vq import VQConfig, VQTokenizer, load_tokenizer
 from .util.version import __version__

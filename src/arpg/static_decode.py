@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import torch
 
-from .cache import KVCache
-from .rope import position_index
+from .model.cache import KVCache
+from .model.rope import position_index
 
 
 def static_capacity(n_cells: int, widest: int) -> int:

@@ -16,7 +16,7 @@ from arpg.data.extract import extract_codes
 from arpg.errors import ARPGError
 from arpg.train.config import TrainConfig
 from arpg.train.trainer import Trainer, train
-from arpg.weights_io import load_model
+from arpg.model.weights import load_model
 
 from test_extract import PoolTokenizer, folder, _cfg as extract_cfg  # noqa: F401 (folder: a fixture)
 

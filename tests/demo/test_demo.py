@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from arpg import generate, load_model
-from arpg.config import ARPGConfig
+from arpg.model.config import ARPGConfig
 from arpg.demo.report import run_demo
 from arpg.demo.assets import demo_card, demo_paths
 from arpg.vq import load_tokenizer, to_uint8

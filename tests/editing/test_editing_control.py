@@ -12,7 +12,7 @@ from arpg.data.conditions import canny_map
 from arpg.editing.control import condition_from_file, condition_from_image, control_image
 from arpg.errors import ARPGError
 from arpg.vq import load_tokenizer
-from arpg.weights_io import load_model
+from arpg.model.weights import load_model
 
 
 @pytest.fixture

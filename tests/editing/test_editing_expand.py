@@ -8,7 +8,7 @@ import torch
 from arpg import ARPGError
 from arpg.editing.expand import EXPAND_METHODS, expand_image, interpolated_view
 from arpg.editing.images import _encode
-from arpg.rope import build_rope_table
+from arpg.model.rope import build_rope_table
 
 
 def _image(size, seed=0):

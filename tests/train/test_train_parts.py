@@ -14,7 +14,7 @@ from arpg.errors import ARPGError, CheckpointError
 from arpg.train import checkpointing as ck
 from arpg.train.optim import EMA, WarmupCosine, build_optimizer, param_groups, scaled_lr, warmup_steps
 from arpg.train.stream import SampleStream
-from arpg.config import get_preset
+from arpg.model.config import get_preset
 from arpg.train.config import check_init_config, resolve_model_config
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from arpg.weights_io import load_model, read_checkpoint
+from arpg.model.weights import load_model, read_checkpoint
 from arpg.data.codes import write_code_set
 from arpg.errors import ARPGError
 from arpg.train import checkpointing as ck

@@ -31,7 +31,7 @@ from ..errors import ARPGError
 from ..sampling import generate, resolve_sampling
 from ..sampling.settings import SamplingConfig
 from ..util.images import make_grid, make_strip, to_pil, to_uint8
-from ..weights_io import load_model
+from ..model.weights import load_model
 from .classes import class_names, demo_examples
 
 #: Largest uploaded image side in pixels (before it is fitted to the model's size).

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ..control import CONDITION_GUIDANCE
+from ..model.control import CONDITION_GUIDANCE
 from ..data.conditions import CONDITION_KINDS
 from ..demo.assets import control_model_path, load_pair
 from ..editing.control import control_image, image_side

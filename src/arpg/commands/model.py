@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..config import preset_names
+from ..model.config import preset_names
 from ..model import count_parameters
 from ..util.pretrained import is_pretrained_folder
 from ..vq.io import load_tokenizer, save_tokenizer
-from ..weights_io import load_model, read_checkpoint, save_model
+from ..model.weights import load_model, read_checkpoint, save_model
 from ._common import output_path, weights_source
 
 

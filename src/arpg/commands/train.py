@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..config import ARPG_PRESETS, ARPGConfig
+from ..model.config import ARPG_PRESETS, ARPGConfig
 from ..data.conditions import CONDITION_KINDS
 from ..errors import ARPGError
 from ..train.config import TrainConfig, resume_train_config

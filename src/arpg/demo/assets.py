@@ -19,7 +19,7 @@ import torch
 from ..errors import ARPGError
 from ..util.pretrained import is_pretrained_folder
 from ..vq import load_tokenizer
-from ..weights_io import load_model
+from ..model.weights import load_model
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..util.state import load_state_strict
-from ..weights_io import read_checkpoint
+from ..util.checkpoints import read_checkpoint
 from ..data.animal_mnist import load_split, padded
 from ..util.files import atomic_write
 

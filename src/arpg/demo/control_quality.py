@@ -39,7 +39,7 @@ from ..eval.inception import load_inception
 from ..sampling.sampler import generate
 from ..util.images import from_uint8, make_grid, to_pil, to_uint8
 from ..vq import load_tokenizer
-from ..weights_io import load_model
+from ..model.weights import load_model
 from .assets import WEIGHTS_DIR, demo_paths
 from .classifier import load_classifier, predict
 

@@ -20,7 +20,7 @@ import torch
 from ..errors import ARPGError
 from ..sampling.recipes import get_recipe
 from ..train.metrics import read_log
-from ..weights_io import load_model
+from ..model.weights import load_model
 from .assets import WEIGHTS_DIR
 
 CONTROL_CARD = WEIGHTS_DIR / "control_card.json"

@@ -27,7 +27,7 @@ import torch
 from ..data.animal_mnist import load_split, padded
 from .assets import WEIGHTS_DIR, demo_paths
 from .classifier import load_classifier, predict
-from ..weights_io import load_model
+from ..model.weights import load_model
 from ..editing.images import edit_image, inpaint_image, outpaint_image
 from ..eval.fid import feature_stats, frechet_distance
 from ..sampling import generate, recommended_sampling

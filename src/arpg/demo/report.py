@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..weights_io import load_model
+from ..model.weights import load_model
 from ..data.animal_mnist import CLASS_NAMES, load_split, padded
 from ..data.conditions import CONDITION_KINDS
 from ..editing.control import control_image

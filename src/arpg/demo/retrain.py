@@ -15,8 +15,8 @@ from pathlib import Path
 
 from ..sampling.recipes import get_recipe
 from ..vq import load_tokenizer
-from ..weights_io import load_model, read_checkpoint
-from ..config import ARPGConfig
+from ..model.weights import load_model, read_checkpoint
+from ..model.config import ARPGConfig
 from ..data.animal_mnist import HELDOUT_PER_CLASS, SPLIT_SEED, TRAIN_PER_CLASS
 from ..data.extract import ExtractConfig, extract_codes
 from ..model import ARPG, count_parameters

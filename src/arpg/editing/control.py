@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..control import CONDITION_GUIDANCE
+from ..model.control import CONDITION_GUIDANCE
 from ..data.conditions import check_kind, make_condition, read_condition_image, to_condition_tensor
 from ..errors import ARPGError
 from ..sampling.sampler import generate

@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 
 from ..errors import ARPGError
-from ..rope import build_rope_table
+from ..model.rope import build_rope_table
 from ..sampling.sampler import generate, resolve_sampling
 from ..sampling.settings import SamplingConfig
 from .canvas import check_canvas_size, fill_canvas

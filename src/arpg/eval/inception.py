@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 
 from ..errors import ARPGError, CheckpointError
 from ..util.state import load_state_strict
-from ..weights_io import read_checkpoint
+from ..util.checkpoints import read_checkpoint
 from .inception_net import FIDInceptionV3, state_dict_from_default_1
 
 INCEPTION_SIZE = 299

@@ -28,7 +28,7 @@ import time
 
 import torch
 
-from ..cache import KVCache
+from ..model.cache import KVCache
 from ..errors import ARPGError
 from ..fusion import check_fusions
 from ..model import ARPG

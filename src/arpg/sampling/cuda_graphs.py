@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..cache import KVCache
+from ..model.cache import KVCache
 from ..errors import ARPGError
 
 PERSISTENT_FIELDS = ("self_k", "self_v", "shared_k", "shared_v")  # the cache memory a graph writes/reads

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import get_preset
+from ..model.config import get_preset
 from ..errors import ARPGError
 from .settings import SamplingConfig
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..model import ARPG
-from ..rope import apply_rope, position_index
+from ..model.rope import apply_rope, position_index
 from .guidance import apply_guidance, guidance_weight, sample_tokens
 from .schedules import step_counts
 

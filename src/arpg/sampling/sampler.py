@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from ..control import CONDITION_GUIDANCE, check_condition
+from ..model.control import CONDITION_GUIDANCE, check_condition
 from ..errors import ARPGError
 from ..model import ARPG
 from .compiled import StaticSteps, static_steps

@@ -14,7 +14,7 @@ Python literals only (read back with ``torch.load(weights_only=True)``)::
     config       the model's ARPGConfig as a dict
     args         the training settings (JSON-compatible)
 
-It is also a model checkpoint for the rest of the package: ``arpg.weights_io.load_model`` reads it
+It is also a model checkpoint for the rest of the package: ``arpg.model.weights.load_model`` reads it
 (the EMA weights when present).
 
 Writes go to a temp file in the same folder, are fsynced, then renamed over the final name, so a crash

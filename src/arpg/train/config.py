@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from ..config import ARPG_PRESETS, ARPGConfig, get_preset
+from ..model.config import ARPG_PRESETS, ARPGConfig, get_preset
 from ..data.codes import CodeIndex
 from ..errors import ARPGError
 from ..util.devices import parse_dtype

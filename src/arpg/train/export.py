@@ -10,8 +10,8 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
                                                      get_optimizer_state_dict)
 
 from ..util.state import load_state_strict
-from ..weights_io import save_model
-from ..config import ARPGConfig
+from ..model.weights import save_model
+from ..model.config import ARPGConfig
 from ..model import ARPG
 from .optim import EMA
 

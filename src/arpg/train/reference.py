@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..model import ARPG
-from ..rope import position_index, real_rope
+from ..model.rope import position_index, real_rope
 
 
 def _norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:

@@ -32,10 +32,10 @@ from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_op
 from tqdm import tqdm
 
 from ..util.state import load_state_strict
-from ..weights_io import read_checkpoint, suggest_preset
+from ..model.weights import read_checkpoint, suggest_preset
 from ..data.codes import CodeDataset
 from ..errors import ARPGError
-from ..config import ARPGConfig
+from ..model.config import ARPGConfig
 from ..model import ARPG
 from ..util.devices import warn_if_emulated
 from ..util.distributed import (DistInfo, all_gather_objects, all_reduce_mean, barrier, init_distributed, shutdown,

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 import torch
 
 from ..util.state import load_state_strict
-from ..weights_io import read_checkpoint
+from ..util.checkpoints import read_checkpoint
 from ..util.files import atomic_write
 from ..util.hub import resolve_file
 from ..util.pretrained import names_pretrained

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..weights_io import read_checkpoint
+from ..util.checkpoints import read_checkpoint
 from ..errors import CheckpointError
 
 # LPIPS' ScalingLayer constants for inputs in [-1, 1].

@@ -11,8 +11,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ARPGError
-from .util.configs import check_field_types, from_dict_strict, preset_params
+from ..errors import ARPGError
+from ..util.configs import check_field_types, from_dict_strict, preset_params
 from .rope import CLASS_ROPE_MODES
 from .control import CONDITION_MODES, ENCODERS
 

@@ -26,13 +26,13 @@ from .blocks import RMSNorm, TwoPassLayers
 from .cache import KVCache
 from .config import ARPGConfig, get_preset
 from .control import build_encoder, check_condition, condition_queries
-from .errors import ARPGError
-from .fusion import is_stand_in
+from ..errors import ARPGError
+from ..fusion import is_stand_in
 from .lean_training import lean_applies, norm_linears
 from .loss import DEFAULT_CHUNK_ROWS, head_cross_entropy
-from .packing import MOVED, is_packed_in_place, project, unpack_weights
+from ..packing import MOVED, is_packed_in_place, project, unpack_weights
 from .rope import apply_rope, build_rope_table, position_index
-from .util.pretrained import PretrainedMixin
+from ..util.pretrained import PretrainedMixin
 
 ATTENTION_MODES = ("block", "causal")
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from arpg import ARPG, ARPGError, get_preset
-from arpg.config import swiglu_hidden
+from arpg.model.config import swiglu_hidden
 from arpg.model import count_parameters
 
 PUBLISHED = {

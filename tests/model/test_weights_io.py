@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import save_file
 
 from arpg import ARPG, CheckpointError, load_model, save_model
-from arpg.weights_io import read_checkpoint
+from arpg.model.weights import read_checkpoint
 from arpg.cli import main
 
 

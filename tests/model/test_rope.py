@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from arpg.rope import apply_rope, build_rope_table
+from arpg.model.rope import apply_rope, build_rope_table
 
 
 def test_class_slot_rotates_to_exact_zero():
@@ -75,7 +75,7 @@ def _rope_case(gen: torch.Generator):
 
 
 def test_complex_rotation_matches_the_real_formula_on_views_and_in_bf16():
-    from arpg.rope import real_rope
+    from arpg.model.rope import real_rope
 
     gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
     for _ in range(5):
@@ -91,7 +91,7 @@ def test_complex_rotation_matches_the_real_formula_on_views_and_in_bf16():
 
 
 def test_complex_rotation_has_the_real_formulas_gradient():
-    from arpg.rope import real_rope
+    from arpg.model.rope import real_rope
 
     gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
     x, rope = _rope_case(gen)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from arpg import ARPG
 from arpg.errors import ARPGError
-from arpg.loss import head_cross_entropy
+from arpg.model.loss import head_cross_entropy
 
 
 def _inputs(N: int, d: int = 32, V: int = 300):
@@ -142,8 +142,8 @@ def test_published_formula_gives_the_model_loss_and_gradients(training_model_and
 @pytest.mark.parametrize("autocast", [False, True])
 def test_lean_training_functions_give_the_formula(autocast):
     """norm_linears, norm_swiglu and heads_linear: the values and gradients of the plain modules."""
-    from arpg.blocks import FeedForward, RMSNorm
-    from arpg.lean_training import heads_linear, norm_linears, norm_swiglu
+    from arpg.model.blocks import FeedForward, RMSNorm
+    from arpg.model.lean_training import heads_linear, norm_linears, norm_swiglu
 
     torch.manual_seed(random.randrange(10**6))
     norm, ffn = RMSNorm(16), FeedForward(16, 40, 0.0)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .errors import ARPGError
+from ..errors import ARPGError
 
 #: Rows per chunk by default: 1024 rows of 16384 float32 logits are 64 MB.
 DEFAULT_CHUNK_ROWS = 1024

@@ -187,7 +187,7 @@ def test_guided_query_equals_guiding_the_logits(any_tiny_model):
 
 
 def test_norm_and_feedforward_fast_paths_equal_the_formulas():
-    from arpg.blocks import FeedForward, RMSNorm
+    from arpg.model.blocks import FeedForward, RMSNorm
 
     gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
     x = torch.randn(2, 7, 48, generator=gen) * 3

@@ -24,7 +24,7 @@ import math
 import torch
 import torch.nn as nn
 
-from .errors import ARPGError
+from ..errors import ARPGError
 
 CONDITION_MODES = ("add", "replace")
 ENCODERS = ("conv",)
