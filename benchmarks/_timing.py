@@ -1,4 +1,4 @@
-"""Shared timing helper of the benchmark scripts: warm, interleaved A/B rounds."""
+"""Shared helpers of the benchmark scripts: warm, interleaved A/B rounds; the CPU a result was measured on."""
 
 from __future__ import annotations
 
@@ -16,3 +16,17 @@ def interleaved_times(variants: dict[str, Callable[[], object]], repeats: int) -
             fn()
             times[name].append(time.perf_counter() - t)
     return times
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), for the results files: a speed claim names its CPU."""
+    import platform
+    from pathlib import Path
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"

@@ -26,12 +26,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -40,6 +38,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent / "src"))
 
 import arpg  # noqa: E402
+from _timing import cpu_name, interleaved_times  # noqa: E402
 from arpg.sampling.reference import reference_generate  # noqa: E402
 
 SHAPES = {"demo": ("ARPG-demo", {}), "dim512": ("ARPG-S", dict(n_layer=8)), "ARPG-L": ("ARPG-L", {})}
@@ -77,13 +76,7 @@ def time_variants(a: argparse.Namespace, shape: str, batch: int, dtype: str, var
     labels = torch.randint(0, model.config.num_classes, (batch,), generator=torch.Generator().manual_seed(1))
     for v in variants:  # warm-up: first-call allocations, kernel choices, and the compile of ``compiled``
         call(model, v, labels, a.steps, 0)
-    times: dict[str, list[float]] = {v: [] for v in variants}
-    for r in range(a.repeats):
-        for v in variants:
-            t = time.perf_counter()
-            call(model, v, labels, a.steps, r + 1)
-            times[v].append(time.perf_counter() - t)
-    return times
+    return interleaved_times({v: (lambda v=v: call(model, v, labels, a.steps, 1)) for v in variants}, a.repeats)
 
 
 def peak_of(a: argparse.Namespace, shape: str, batch: int, dtype: str, variant: str) -> float:
@@ -95,16 +88,6 @@ def peak_of(a: argparse.Namespace, shape: str, batch: int, dtype: str, variant: 
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     call(model, variant, labels, a.steps, 1)
     return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> int:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -38,6 +37,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent / "src"))
+
+from _timing import cpu_name  # noqa: E402
 
 IMPLS = ("published", "ours", "ours+ckpt")
 SHAPE = dict(preset="ARPG-S", n_layer=8)  # dim 512, 8 heads, 8 layers, the published vocabulary and grid
@@ -84,16 +85,6 @@ def run_case(impl: str, batch: int, dtype: str, steps: int, threads: int, chunk:
         times.append(time.perf_counter() - t)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
     return {"seconds": statistics.median(times), "peak_mb": peak_mb, "losses": losses}
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> int:
