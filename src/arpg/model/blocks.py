@@ -8,11 +8,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import ARPGConfig
 from ..fusion import fused_weight
 from ..packing import FUSED_HANDLE, linear, project
-from .rope import apply_rope
+from .config import ARPGConfig
 from .lean_training import heads_linear, lean_applies, norm_linears, norm_swiglu
+from .rope import apply_rope
 
 
 class RMSNorm(nn.Module):

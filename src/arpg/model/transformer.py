@@ -9,7 +9,8 @@ K/V, then runs its FFN. Output: RMSNorm and a linear head.
 Module names and shapes follow the published checkpoints exactly, so their state dicts
 load with ``strict=True``.
 
-Training uses :meth:`ARPG.forward` (teacher forcing, causal in both passes). Decoding uses
+Training uses :meth:`ARPG.forward` (teacher forcing, causal in both passes; the head and the loss a chunk of
+rows at a time, :mod:`.loss`, and blocks that keep fewer activations, :mod:`.lean_training`). Decoding uses
 :meth:`ARPG.extend` (Pass 1 over new tokens, appending to a preallocated :class:`KVCache`) and
 :meth:`ARPG.query` (Pass 2 for a set of target cells) -- plain tensor functions with no per-step growth.
 """
@@ -22,17 +23,17 @@ import torch
 import torch.nn as nn
 import torch.utils.checkpoint
 
+from ..errors import ARPGError
+from ..fusion import is_stand_in
+from ..packing import MOVED, is_packed_in_place, project, unpack_weights
+from ..util.pretrained import PretrainedMixin
 from .blocks import RMSNorm, TwoPassLayers
 from .cache import KVCache
 from .config import ARPGConfig, get_preset
 from .control import build_encoder, check_condition, condition_queries
-from ..errors import ARPGError
-from ..fusion import is_stand_in
 from .lean_training import lean_applies, norm_linears
 from .loss import DEFAULT_CHUNK_ROWS, head_cross_entropy
-from ..packing import MOVED, is_packed_in_place, project, unpack_weights
 from .rope import apply_rope, build_rope_table, position_index
-from ..util.pretrained import PretrainedMixin
 
 ATTENTION_MODES = ("block", "causal")
 

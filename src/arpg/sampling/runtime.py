@@ -4,9 +4,10 @@ and the rule that picks the fastest path on the machine at hand for what the cal
 (:func:`resolve_runtime`).
 
 The default rule (options left as None): on a CPU, a float32 model (or bf16 where the CPU has native bf16) at
-least :data:`PACK_MIN_DIM` wide runs every decoding matmul through oneDNN-packed weights (:mod:`arpg.packing`). The user's model is packed
-in place for the call and given its plain weights back at the end (:func:`packed_for_call`), so memory stays
-one copy of the weights and, after the call, the model trains, saves, loads and moves exactly as before.
+least :data:`PACK_MIN_DIM` wide runs every decoding matmul through oneDNN-packed weights (:mod:`arpg.packing`).
+The user's model is packed in place for the call and given its plain weights back at the end
+(:func:`packed_for_call`), so memory stays one copy of the weights and, after the call, the model trains,
+saves, loads and moves exactly as before.
 Compilation stays opt-in: on a CPU its compile time rarely pays for one call, and on CUDA the compiled
 path has not yet been run on a GPU (``benchmarks/gpu_check.py`` is prepared for the first one). Which draw
 turns probabilities into tokens is a sampling setting (``token_draw``, inverse-CDF by default).

@@ -154,7 +154,8 @@ def generate(
             the compile time (:func:`~arpg.sampling.compiled.compile_report`). ``"frozen"``: weights folded
             into the graphs (each graph keeps a packed copy of the weights it uses). None (default): off.
         pack_weights: CPU: run every decoding matmul through oneDNN-packed weights (:mod:`arpg.packing`).
-            None (default): on wherever it can run (a CPU, float32 weights or bf16 ones on a CPU with native
+            None (default): on wherever it can run and pays (a CPU, a model at least
+            :data:`~arpg.sampling.runtime.PACK_MIN_DIM` wide, float32 weights or bf16 ones on a CPU with native
             bf16, no autocast, int8 or frozen compile): the model is packed in place for the call and gets its
             plain weights back at the end, so memory stays one copy of the weights
             (:mod:`arpg.sampling.runtime`). True: a packed copy is made and kept on the model until a
