@@ -13,7 +13,8 @@ Every case runs in a fresh process (so its peak resident memory, ``ru_maxrss``, 
 interleaved ``--repeats`` times. Allocator: glibc raises its mmap threshold each time a large block is freed,
 after which freed activation buffers stay in the heap, fragmented, and the peak resident memory of later
 steps measures that more than the tensors a step holds. So every case (both formulas alike) runs with
-``MALLOC_MMAP_THRESHOLD_`` fixed at 1 MiB; ``--default-malloc`` measures glibc's default instead.
+``MALLOC_MMAP_THRESHOLD_`` fixed at 1 MiB, the policy ``arpg train`` sets on a CPU
+(:func:`arpg.util.memory.fix_mmap_threshold`); ``--default-malloc`` measures glibc's default instead.
 The table gives medians and the ratios to the published step of the same batch and dtype. bf16 (autocast)
 rows run only where the CPU multiplies bf16 natively (or ``--dtypes`` names it).
 

@@ -127,3 +127,15 @@ def test_freed_memory_goes_back_through_glibc_where_there_is_glibc():
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
         assert memory._trim() is not None  # malloc_trim found: packing in place can give pages back
     memory.release_freed_memory()  # never raises, with or without glibc
+
+
+def test_the_mmap_threshold_can_be_fixed_where_there_is_glibc():
+    import platform
+    import subprocess
+    import sys
+
+    code = "from arpg.util.memory import fix_mmap_threshold; print(fix_mmap_threshold())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert out.stdout.strip() == str(glibc)

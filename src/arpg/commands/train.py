@@ -13,6 +13,8 @@ from ..data.conditions import CONDITION_KINDS
 from ..errors import ARPGError
 from ..train.config import TrainConfig, resume_train_config
 from ..train.trainer import train
+from ..util.devices import pick_device
+from ..util.memory import fix_mmap_threshold
 from ._common import (decay, device_name, finite_float, float_range, input_file, nonneg_float, nonneg_int,
                       output_dir, positive_float, positive_int, seed_int)
 
@@ -159,5 +161,8 @@ def config_from_args(args: argparse.Namespace):
 
 
 def _run(args: argparse.Namespace) -> int:
-    train(config_from_args(args))
+    cfg = config_from_args(args)
+    if pick_device(cfg.device).type == "cpu":
+        fix_mmap_threshold()  # freed activations go back to the OS each step (benchmarks/train_step.py)
+    train(cfg)
     return 0

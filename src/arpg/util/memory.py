@@ -14,13 +14,29 @@ import functools
 
 
 @functools.lru_cache(maxsize=1)
-def _trim():
+def _libc():
     name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name) if name else None
-        return getattr(libc, "malloc_trim", None)
+        return ctypes.CDLL(name) if name else None
     except OSError:
         return None
+
+
+def _trim():
+    return getattr(_libc(), "malloc_trim", None)
+
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+
+
+def fix_mmap_threshold(nbytes: int = 1 << 20) -> bool:
+    """Serve every allocation of ``nbytes`` or more with its own mapping, returned to the OS when freed, and
+    stop glibc from raising that threshold as large blocks are freed (which leaves a training step's freed
+    activations resident, fragmented, step after step). Process-wide; ``arpg train`` calls it on a CPU. True
+    where it took effect (glibc), False elsewhere. ``MALLOC_MMAP_THRESHOLD_`` in the environment does the
+    same for any process."""
+    fn = getattr(_libc(), "mallopt", None)
+    return bool(fn is not None and fn(ctypes.c_int(M_MMAP_THRESHOLD), ctypes.c_int(int(nbytes))) == 1)
 
 
 def release_freed_memory() -> None:
