@@ -52,12 +52,12 @@ class ARPGConfig:
     # prediction sees the label directly. Defaults match the published weights.
     class_rope: str = "zero"
     class_queries: bool = False
-    # ControlARPG (arpg.control): a condition encoder whose per-cell features enter the Pass-2 queries. Off
+    # ControlARPG (arpg.model.control): a condition encoder whose per-cell features enter the Pass-2 queries. Off
     # (condition_channels 0) in every preset, so published checkpoints load and behave exactly as before.
     condition_channels: int = 0  # channels of the condition map; 0 = no condition encoder
     condition_stride: int = 1  # map pixels per grid cell (a power of 2): maps are grid*stride pixels a side
     condition_kind: str = ""  # what the maps are ("canny", "layout", or a user's name): checked at use
-    condition_mode: str = "add"  # "add" (to [MASK]) or "replace" ([MASK]): see arpg.control
+    condition_mode: str = "add"  # "add" (to [MASK]) or "replace" ([MASK]): see arpg.model.control
     condition_encoder: str = "conv"
     condition_width: int = 64  # encoder channels
     condition_dropout: float = 0.1  # training only: conditions dropped (plain queries), for guidance "drop"

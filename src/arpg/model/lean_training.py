@@ -112,7 +112,7 @@ class _NormSwiGLU(torch.autograd.Function):
 
 
 def norm_swiglu(x: torch.Tensor, norm, ffn) -> torch.Tensor:
-    """``ffn(norm(x))`` for an RMSNorm and a SwiGLU :class:`~arpg.blocks.FeedForward` (its dropout not
+    """``ffn(norm(x))`` for an RMSNorm and a SwiGLU :class:`~arpg.model.blocks.FeedForward` (its dropout not
     included)."""
     dtype = _compute_dtype(x)
     with torch.autocast(x.device.type, enabled=False):

@@ -86,7 +86,7 @@ class ARPG(nn.Module, PretrainedMixin):
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> "ARPG":
-        """Build a randomly initialised model from a named preset (see :data:`arpg.config.ARPG_PRESETS`)."""
+        """Build a randomly initialised model from a named preset (see :data:`arpg.model.config.ARPG_PRESETS`)."""
         return cls(get_preset(name, **overrides))
 
     def _apply(self, fn, recurse=True):
@@ -131,7 +131,7 @@ class ARPG(nn.Module, PretrainedMixin):
     def _shared_kv(self, h: torch.Tensor, rope: torch.Tensor,
                    k_out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The shared keys (rotated) and values [B, H, T, D] of the Pass-1 output ``h``; with ``k_out`` the keys
-        are written there (see :meth:`~arpg.blocks.SelfAttention.qkv`)."""
+        are written there (see :meth:`~arpg.model.blocks.SelfAttention.qkv`)."""
         B, T, _ = h.shape
         cfg = self.config
         L = self.layers
