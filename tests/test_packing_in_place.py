@@ -137,11 +137,11 @@ def test_a_call_without_pack_weights_sets_an_earlier_calls_copies_aside(monkeypa
 def test_a_weight_copy_sampling_made_itself_is_packed_in_place_and_unpacked_when_plain():
     m = _model()
     own = resources.plain_copy(m)  # stands for the bf16 copy generate casts (bf16 packing needs native bf16)
-    with resources.weights_for_call(own, True, own_copy=True, compile=False, autocast=False):
+    with resources.weights_for_call(own, True, own_copy=True):
         assert packing.is_packed_in_place(own)
-    with resources.weights_for_call(own, False, own_copy=True, compile=False, autocast=False):
+    with resources.weights_for_call(own, False, own_copy=True):
         assert not packing.is_packed_in_place(own) and packing.packed_count(own) == 0
-    with resources.weights_for_call(m, True, own_copy=False, compile=False, autocast=False):
+    with resources.weights_for_call(m, True, own_copy=False):
         assert not packing.is_packed_in_place(m) and packing.packed_count(m) > 0  # the user's: a copy
 
 

@@ -77,30 +77,24 @@ def check_memory(model: ARPG, batch: int, guided: bool, max_queries: int, dtype:
                         f"{free / 2**30:.1f} GiB free; use a batch size of at most {fits}")
 
 
-def weights_for_call(model: ARPG, pack: bool, own_copy: bool, compile: bool | str,
-                     autocast: bool) -> AbstractContextManager:
-    """The context a sampling call runs its matmuls in. ``pack``: through packed copies, made here
+def weights_for_call(model: ARPG, pack: bool, own_copy: bool) -> AbstractContextManager:
+    """The context a sampling call runs its matmuls in (the combination of options was checked by
+    :meth:`arpg.sampling.runtime.Runtime.validate`). ``pack``: through packed copies, made here
     (:func:`use_packed_weights`); moved in place when ``own_copy`` (a weight copy sampling made itself, e.g.
     the bf16 one, so it never holds its weights twice). Otherwise plain ``F.linear``: packed copies an earlier
     call left are set aside for this one, and an own copy packed in place gets its plain weights back."""
     if pack:
-        use_packed_weights(model, compile=compile, autocast=autocast, in_place=own_copy)
+        use_packed_weights(model, in_place=own_copy)
         return nullcontext()
     if own_copy and is_packed_in_place(model):
         unpack_weights(model)
     return packs_set_aside(model)
 
 
-def use_packed_weights(model: ARPG, compile: bool | str, autocast: bool, in_place: bool = False) -> None:
-    """Pack ``model``'s decoding weights (:func:`arpg.packing.pack_weights`), refusing in one line what cannot
-    take them or could not hold the copy (``in_place`` needs no room: it moves one matmul's weight at a time)."""
-    if autocast:
-        raise ARPGError("pack_weights runs the weights' own dtype, not autocast: pass dtype without autocast")
-    if compile == "frozen":
-        raise ARPGError('compile="frozen" packs the weights into every graph itself: use pack_weights with '
-                        "compile=True (one shared packed copy), or frozen alone")
-    if model.__dict__.get("int8_weights"):
-        raise ARPGError("pack_weights does not take int8 weights (they are packed by their quantized layers)")
+def use_packed_weights(model: ARPG, in_place: bool = False) -> None:
+    """Pack ``model``'s decoding weights (:func:`arpg.packing.pack_weights`), refusing in one line a copy that
+    the free memory could not hold (``in_place`` needs no room: it moves one matmul's weight at a time). Which
+    options may combine with packing is :meth:`arpg.sampling.runtime.Runtime.validate`'s to say."""
     if all(h is not None for h in pack_state(model)) and (is_packed_in_place(model) or not in_place):
         return  # packed already, still valid
     need = 0 if in_place else packed_bytes(model)

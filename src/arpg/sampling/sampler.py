@@ -191,8 +191,7 @@ def _generate(model: ARPG, labels, runtime: Runtime, *, steps, cfg_scale, cfg_sc
     if dtype in (torch.bfloat16, torch.float16) and model.embeddings.weight.dtype == torch.float32 and not autocast:
         model, dtype = cast_weights(model, dtype), None  # low-precision weights, converted once
     # the packed copies this call runs through, or plain matmuls with any earlier call's set aside
-    with weights_for_call(model, pack_weights, own_copy=model is not source, compile=compile,
-                          autocast=autocast):
+    with weights_for_call(model, pack_weights, own_copy=model is not source):
         fast = static_steps(model, compile) if compile else None
         labels = torch.as_tensor(labels, dtype=torch.long, device=device)
         if labels.dim() != 1:
