@@ -9,7 +9,7 @@ guidance 4. Samplers, all at equal weights (a bf16 case gives every sampler the 
 shared order, multinomial draw); ``eager`` = ``arpg.generate`` with the inverse-CDF draw; ``compiled`` =
 the same with ``compile=True``; ``frozen`` = ``compile="frozen"`` (weights folded into the graphs);
 ``packed`` / ``compiled-packed`` = eager / ``compile=True`` with ``pack_weights=True``, the weights moved
-into their oneDNN-packed copies (``arpg.packing.pack_weights(model, in_place=True)``) before each of these
+into their oneDNN-packed copies (``arpg.speedups.pack_weights(model)``) before each of these
 samplers' calls and back after it, untimed, so every other sampler, the reference included, runs plain
 ``F.linear``; their held MB = what packing in place itself added (measured once, before any sampler ran:
 later, the other samplers' graphs keep the plain weights they saw alive) plus what their warm-up call kept. Every
@@ -47,8 +47,8 @@ sys.path.insert(0, str(ROOT.parent / "src"))
 sys.path.insert(0, str(ROOT))
 
 import arpg  # noqa: E402
-import arpg.packing  # noqa: E402
-from arpg.sampling.compiled import compile_report  # noqa: E402
+import arpg.speedups  # noqa: E402
+from arpg.sampling.steps import compile_report  # noqa: E402
 from arpg.sampling.reference import reference_generate  # noqa: E402
 from arpg.sampling.resources import cast_weights  # noqa: E402
 from arpg.sampling.schedules import step_counts  # noqa: E402
@@ -119,19 +119,19 @@ def run_case(spec: str, samplers: list[str], repeats: int) -> dict:
             return reference_generate(model, labels, order, generator=gen, **kw)
         mode = {"eager": False, "compiled": True, "frozen": "frozen", "packed": False, "compiled-packed": True}[which]
         return arpg.generate(model, labels, order=order, attention="block", token_draw="inverse-cdf",
-                             generator=gen, compile=mode, pack_weights=which in PACKED, **kw)
+                             generator=gen, compile=mode, pack_weights=which in PACKED, **kw)  # (packed by prepare)
 
     pack_s: list[float] = []
 
     def prepare(which: str) -> None:  # untimed: the packed samplers get the weights moved into packed copies
         if which in PACKED:
             t = time.perf_counter()
-            arpg.packing.pack_weights(model, in_place=True)
+            arpg.speedups.pack_weights(model)
             pack_s.append(time.perf_counter() - t)
 
     def finish(which: str) -> None:  # untimed: every other sampler, the reference included, gets them back
         if which in PACKED:
-            arpg.packing.unpack_weights(model)
+            arpg.speedups.unpack_weights(model)
 
     out = {"case": spec, "model": name, "dtype": dtype_name, "batch": batch, "steps": steps, "samplers": {},
            "weights_mb": sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20,
@@ -190,26 +190,28 @@ def _commit() -> str:
 
 
 def run_case_with_slots(spec: str, samplers: list[str], repeats: int) -> dict:
-    """run_case, keeping one set of graphs per compiled sampler (a model holds one), so they interleave."""
-    import arpg.sampling.compiled as compiled_mod
+    """run_case, keeping one set of graphs per compiled sampler (a model is given one), so they interleave."""
     import arpg.sampling.sampler as sampler_mod
+    import arpg.sampling.steps as steps_mod
 
     held: dict = {}
-    original = sampler_mod.static_steps
+    original = sampler_mod.decode_steps
 
-    def keeper(model, mode=True):
-        which = "frozen" if mode == "frozen" else "compiled-packed" if arpg.packing.packed_count(model) else "compiled"
+    def keeper(model, mode=False):
+        if not mode:
+            return original(model, mode)
+        which = "frozen" if mode == "frozen" else "compiled-packed" if arpg.speedups.is_packed(model) else "compiled"
         hit = held.get(which)
         if hit is None or hit.model is not model:
-            hit = held[which] = compiled_mod.StaticSteps(model, True, freeze=(which == "frozen"))
-        model.__dict__["_static_steps"] = hit
+            hit = held[which] = steps_mod.DecodeSteps(model, mode)
+        steps_mod._COMPILED[model] = hit  # what compile_report reads
         return hit
 
-    sampler_mod.static_steps = keeper
+    sampler_mod.decode_steps = keeper
     try:
         return run_case(spec, samplers, repeats)
     finally:
-        sampler_mod.static_steps = original
+        sampler_mod.decode_steps = original
 
 
 def machine() -> str:

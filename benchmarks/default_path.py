@@ -8,10 +8,13 @@ arccos schedule:
 * ``published``: :func:`arpg.sampling.reference.reference_generate` (cache grown by concatenation, one order for
   the batch, ``torch.multinomial``), the yardstick;
 * ``default``: ``arpg.generate(model, labels, steps=S, cfg_scale=4)``, what ``arpg sample`` runs;
-* ``plain+multinomial``: ``pack_weights=False, token_draw="multinomial"``, the earlier default;
-* ``plain``: ``pack_weights=False`` (inverse-CDF draw); ``packed-copy``: ``pack_weights=True`` (a packed copy
-  kept beside the weights); ``compiled``: ``compile=True`` (``--compile``; its compile time is paid in a warm-up
-  call and not counted).
+* ``plain+multinomial``: ``pack_weights=False, token_draw="multinomial"``, the published draw;
+* ``plain``: ``pack_weights=False`` (inverse-CDF draw);
+* ``packed``: ``pack_weights=True`` (the caller's model packed in place for each call, as the default does
+  where it packs);
+* ``hand-packed``: the model packed once beforehand with ``arpg.speedups.pack_weights`` (no packing per call);
+* ``compiled`` / ``compiled-plain``: ``compile=True`` with the default packing / with ``pack_weights=False``
+  (their compile time is paid in a warm-up call and not counted).
 
 The ratio column is the published call's median time over the variant's; peak memory is the growth of the
 process's peak resident memory over one call of that variant, each in a fresh process.
@@ -38,6 +41,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent / "src"))
 
 import arpg  # noqa: E402
+import arpg.speedups  # noqa: E402
 from _timing import cpu_name, interleaved_times  # noqa: E402
 from arpg.sampling.reference import reference_generate  # noqa: E402
 
@@ -47,9 +51,12 @@ VARIANTS = {
     "default": {},
     "plain+multinomial": dict(pack_weights=False, token_draw="multinomial"),
     "plain": dict(pack_weights=False),
-    "packed-copy": dict(pack_weights=True),
+    "packed": dict(pack_weights=True),
+    "hand-packed": {},
     "compiled": dict(compile=True),
+    "compiled-plain": dict(compile=True, pack_weights=False),
 }
+COMPILED = ("compiled", "compiled-plain")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
@@ -74,16 +81,21 @@ def time_variants(a: argparse.Namespace, shape: str, batch: int, dtype: str, var
     torch.set_num_threads(a.threads)
     model = build(shape, dtype)
     labels = torch.randint(0, model.config.num_classes, (batch,), generator=torch.Generator().manual_seed(1))
+    models = {v: model for v in variants}
+    if "hand-packed" in variants:  # its own copy, packed once (in place: one copy of its weights)
+        models["hand-packed"] = arpg.speedups.pack_weights(build(shape, dtype))
     for v in variants:  # warm-up: first-call allocations, kernel choices, and the compile of ``compiled``
-        call(model, v, labels, a.steps, 0)
-    return interleaved_times({v: (lambda v=v: call(model, v, labels, a.steps, 1)) for v in variants}, a.repeats)
+        call(models[v], v, labels, a.steps, 0)
+    return interleaved_times({v: (lambda v=v: call(models[v], v, labels, a.steps, 1)) for v in variants}, a.repeats)
 
 
 def peak_of(a: argparse.Namespace, shape: str, batch: int, dtype: str, variant: str) -> float:
     torch.set_num_threads(a.threads)
     model = build(shape, dtype)
+    if variant == "hand-packed":
+        arpg.speedups.pack_weights(model)
     labels = torch.randint(0, model.config.num_classes, (batch,), generator=torch.Generator().manual_seed(1))
-    if variant == "compiled":
+    if variant in COMPILED:
         call(model, variant, labels, a.steps, 0)  # its graphs are built once per process
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     call(model, variant, labels, a.steps, 1)
@@ -95,7 +107,7 @@ def main() -> int:
     p.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     p.add_argument("--dtypes", nargs="+", default=None, help="default: fp32, plus bf16 where the CPU has it natively")
-    p.add_argument("--variants", nargs="+", default=[v for v in VARIANTS if v != "compiled"], choices=list(VARIANTS))
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--steps", type=int, default=64)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)

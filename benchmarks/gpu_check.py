@@ -7,12 +7,13 @@ Correctness (exit status 1 on any failure):
 1. cached decoding == teacher-forced logits, fp32 (TF32 off), causal attention, one token per step;
 2. bf16 weights: logits close to fp32 (the share of cells whose top token agrees, and the max difference);
 3. ``token_draw="inverse-cdf"`` follows the softmax distribution (chi-square), on the device;
-4. ``compile=True`` (static-shape graphs, CUDA graphs on a GPU) gives the eager tokens from the same
+4. ``compile=True`` (the two decode steps compiled with static shapes, ``mode="reduce-overhead"``: PyTorch's CUDA
+   graphs) gives the eager tokens from the same
    generator (>= 99.9% equal: a float rounding at a CDF boundary may flip one), fp32;
 5. fused q|k|v and w1|w3 projections give the unfused logits (fp32, within 1e-4 of max |logit|).
 Throughput (random weights, bf16 weights, guidance 4): the published-structure sampler (concatenating
 cache, one shared order, multinomial), ``arpg.generate`` eager (multinomial, inverse-CDF), compiled with
-CUDA graphs, and compiled with fused projections, for ARPG-L / XL / XXL at batch 1, 64 and 256 and
+``mode="reduce-overhead"`` (CUDA graphs), and compiled with fused projections, for ARPG-L / XL / XXL at batch 1, 64 and 256 and
 32 / 64 steps; img/s, peak memory, compile time (the untimed warm-up call of a compiled variant). Runs stop
 when ``--budget-s`` is spent, and say so. Then training: 20 steps of ARPG-L at batch 32, bf16 autocast, the
 published training forward and ours, each eager and compiled (samples/s, peak memory). Writes
@@ -33,7 +34,8 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent / "src"))
 
 import arpg  # noqa: E402
-from arpg.sampling.compiled import compile_report  # noqa: E402
+import arpg.speedups  # noqa: E402
+from arpg.sampling.steps import compile_report  # noqa: E402
 from arpg.sampling.guidance import sample_tokens  # noqa: E402
 from arpg.sampling.orders import make_orders  # noqa: E402
 from arpg.sampling.reference import reference_generate  # noqa: E402
@@ -168,10 +170,10 @@ def throughput(device, presets, batches, steps_list, budget_s: float, lines: lis
                     "arpg, inverse-cdf": lambda: arpg.generate(
                         model, labels, steps=steps, cfg_scale=4.0, order=order, token_draw="inverse-cdf",
                         generator=torch.Generator(device=device).manual_seed(0)),
-                    "arpg, compiled + CUDA graphs": lambda: arpg.generate(
+                    "arpg, compiled (reduce-overhead)": lambda: arpg.generate(
                         model, labels, steps=steps, cfg_scale=4.0, order=order, token_draw="inverse-cdf",
                         generator=torch.Generator(device=device).manual_seed(0), compile=True),
-                    "arpg, compiled + graphs, fused": lambda: arpg.generate(
+                    "arpg, compiled, fused": lambda: arpg.generate(
                         fused, labels, steps=steps, cfg_scale=4.0, order=order, token_draw="inverse-cdf",
                         generator=torch.Generator(device=device).manual_seed(0), compile=True),
                 }
@@ -199,7 +201,7 @@ def throughput(device, presets, batches, steps_list, budget_s: float, lines: lis
                                  f"{base / sec:.2f}x |")
                     print(lines[-1], flush=True)
                     if name.endswith("fused"):
-                        arpg.fusion.unfuse_projections(model)
+                        arpg.speedups.unfuse_projections(model)
         model = None  # free the weights before the next shape
         if device.type == "cuda":
             torch.cuda.empty_cache()

@@ -2,10 +2,10 @@
 
 from .model.config import ARPGConfig, get_preset, preset_names
 from .errors import ARPGError, CheckpointError
-from .fusion import fuse_projections
 from .model import ARPG, random_orders
 from .model.weights import load_model, save_model
 from .sampling import generate
+from .speedups import fuse_projections
 from .vq import VQConfig, VQTokenizer, load_tokenizer
 from .util.version import __version__
 

@@ -114,15 +114,14 @@ def test_edit_records_steps_it_was_given(weights, tmp_path):
 
 
 def test_sample_pack_weights_moves_the_weights_and_gives_the_same_codes(weights, tmp_path, monkeypatch):
-    import arpg.commands.sample as sample_cmd
-    import arpg.packing as packing
+    import arpg.sampling.runtime as runtime_mod
+    from arpg import speedups
 
-    if packing.packing_available(torch.float32):
+    if speedups.packing_available(torch.float32):
         pytest.skip("this PyTorch build has no oneDNN")
     moved = []
-    real = sample_cmd.pack_weights
-    monkeypatch.setattr(sample_cmd, "pack_weights",
-                        lambda m, in_place=False: moved.append(in_place) or real(m, in_place=in_place))
+    real = runtime_mod.pack_weights
+    monkeypatch.setattr(runtime_mod, "pack_weights", lambda m, move=True: moved.append(move) or real(m, move))
     runs = {}
     for flag in (["--no-pack-weights"], ["--pack-weights"]):
         out = tmp_path / ("packed" if flag == ["--pack-weights"] else "plain")

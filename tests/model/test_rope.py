@@ -104,18 +104,12 @@ def test_complex_rotation_has_the_real_formulas_gradient():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_rope_written_into_a_strided_cache_slot_equals_the_plain_result(dtype):
+def test_rope_of_a_strided_input_equals_that_of_its_contiguous_copy(dtype):
+    """A chunk of a fused q|k|v output cannot be viewed as complex pairs as it is: the result must not change."""
     gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
-    B, T, H, D, S = 3, 5, 4, 16, 20
+    B, T, H, D = 3, 5, 4, 16
     table = build_rope_table(4, D)
     rope = table[torch.randint(0, 17, (B, T), generator=gen)]
     x = torch.randn(B, T, 3 * H * D, generator=gen).to(dtype)[..., H * D:2 * H * D].reshape(B, T, H, D)
-    cache = torch.randn(B, H, S, D, generator=gen).to(dtype)
-    before = cache.clone()
-    slot = cache[:, :, 7:7 + T]
-    got = apply_rope(x, rope, out=slot.transpose(1, 2))
-    assert got.data_ptr() == slot.data_ptr()
-    assert torch.equal(cache[:, :, 7:7 + T].transpose(1, 2), apply_rope(x, rope))
-    untouched = torch.ones(S, dtype=torch.bool)
-    untouched[7:7 + T] = False
-    assert torch.equal(cache[:, :, untouched], before[:, :, untouched])
+    assert not x.is_contiguous()
+    assert torch.equal(apply_rope(x, rope), apply_rope(x.contiguous(), rope))

@@ -2,7 +2,6 @@ import pytest
 import torch
 
 import arpg.sampling.resources as resources_mod
-import arpg.sampling.sampler as gen_mod
 from arpg import ARPGError, generate
 from arpg.sampling.guidance import filter_logits
 from arpg.sampling.orders import make_orders
@@ -13,21 +12,23 @@ def _gen(seed):
     return torch.Generator().manual_seed(seed)
 
 
-def _record_logits(monkeypatch):
+def _record_logits(monkeypatch, model):
+    """The logits of every Pass-2 step of ``model`` (the network's one Pass-2 step), in decoding order."""
     seen = []
-    original = gen_mod.sample_tokens
+    original = model.pass2
 
-    def recording(logits, *a, **k):
+    def recording(*a, **k):
+        logits = original(*a, **k)
         seen.append(logits.clone())
-        return original(logits, *a, **k)
+        return logits
 
-    monkeypatch.setattr(gen_mod, "sample_tokens", recording)
+    monkeypatch.setattr(model, "pass2", recording)
     return seen
 
 
 def test_causal_one_token_per_step_equals_teacher_forcing(any_tiny_model, monkeypatch):
     tiny_model = any_tiny_model
-    seen = _record_logits(monkeypatch)
+    seen = _record_logits(monkeypatch, tiny_model)
     labels = torch.tensor([3, 7])
     orders = make_orders("random", 2, 8, generator=_gen(1))
     codes = generate(tiny_model, labels, steps=64, order=orders, attention="causal", generator=_gen(2))
@@ -80,8 +81,8 @@ def test_top_p_keeps_smallest_set_reaching_p():
 
 def test_prefilled_cells_unchanged_and_only_unknown_decoded(tiny_model, monkeypatch):
     calls = []
-    original = tiny_model.query
-    monkeypatch.setattr(tiny_model, "query", lambda cells, cache, guidance=None: calls.append(cells.clone()) or original(cells, cache, guidance))
+    original = tiny_model.pass2
+    monkeypatch.setattr(tiny_model, "pass2", lambda cells, *a, **k: calls.append(cells.clone()) or original(cells, *a, **k))
     B, k = 3, 5
     known_codes = torch.randint(0, 64, (B, 64))
     mask = torch.ones(B, 64, dtype=torch.bool)

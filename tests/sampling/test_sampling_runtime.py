@@ -10,13 +10,13 @@ import pytest
 import torch
 
 import arpg
-from arpg import packing
+from arpg import speedups
 from arpg.errors import ARPGError
 from arpg.sampling import runtime
 from arpg.sampling.runtime import Runtime, packed_for_call, resolve_runtime
 from arpg.util import devices
 
-needs_onednn = pytest.mark.skipif(packing.packing_available(torch.float32) is not None, reason="no oneDNN")
+needs_onednn = pytest.mark.skipif(speedups.packing_available(torch.float32) is not None, reason="no oneDNN")
 
 
 @pytest.mark.parametrize("kw,api,cli", [
@@ -67,8 +67,20 @@ def test_default_rule(tiny_model, monkeypatch, native):
     assert not resolve_runtime(tiny_model, compile="frozen").pack_weights
     bf16 = resolve_runtime(tiny_model, dtype=torch.bfloat16)  # a bf16 copy: packed in place, only where native
     assert bf16.pack_weights == native and not bf16.packed_for_call
-    packing.pack_weights(tiny_model)  # packed copies already made by the user: used, not redone
-    assert not resolve_runtime(tiny_model).packed_for_call
+    speedups.pack_weights(tiny_model)  # packed by the user: used as it is, and left packed
+    rt = resolve_runtime(tiny_model)
+    assert rt.pack_weights and not rt.packed_for_call
+    with pytest.raises(ARPGError, match="packed for CPU sampling.*unpack_weights"):
+        resolve_runtime(tiny_model, pack_weights=False)
+    speedups.unpack_weights(tiny_model)
+
+
+@needs_onednn
+def test_fused_models_are_not_packed(tiny_model):
+    speedups.fuse_projections(tiny_model)
+    assert not resolve_runtime(tiny_model).pack_weights  # the user fused it (for a GPU): left as it is
+    with pytest.raises(ARPGError, match="unfused models: call arpg.speedups.unfuse_projections"):
+        resolve_runtime(tiny_model, pack_weights=True)
 
 
 def _state(model):
@@ -78,12 +90,16 @@ def _state(model):
 @needs_onednn
 def test_default_call_leaves_the_model_as_it_was_and_equals_the_options_it_chose(tiny_model):
     before = _state(tiny_model)
+    modules, params = list(tiny_model.modules()), list(tiny_model.parameters())
     labels = torch.randint(0, tiny_model.config.num_classes, (3,))
     seed = random.randrange(10**6)
     got = arpg.generate(tiny_model, labels, steps=4, cfg_scale=2.0, generator=torch.Generator().manual_seed(seed))
     after = tiny_model.state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
-    assert not packing.is_packed_in_place(tiny_model) and packing.packed_count(tiny_model) == 0
+    assert not speedups.is_packed(tiny_model)
+    # the very same modules and parameter objects are back (an optimizer holding them stays valid)
+    assert all(a is b for a, b in zip(modules, tiny_model.modules())) and len(modules) == len(list(tiny_model.modules()))
+    assert all(a is b for a, b in zip(params, tiny_model.parameters()))
     assert not any(p.is_inference() for p in tiny_model.parameters())
     chosen = arpg.generate(tiny_model, labels, steps=4, cfg_scale=2.0, pack_weights=True, token_draw="inverse-cdf",
                            generator=torch.Generator().manual_seed(seed))
@@ -99,11 +115,11 @@ def test_default_call_leaves_the_model_as_it_was_and_equals_the_options_it_chose
 @needs_onednn
 def test_nested_calls_share_one_packing(tiny_model):
     with packed_for_call(tiny_model):
-        assert packing.is_packed_in_place(tiny_model)
+        assert speedups.is_packed(tiny_model)
         with packed_for_call(tiny_model):
-            assert packing.is_packed_in_place(tiny_model)
-        assert packing.is_packed_in_place(tiny_model)  # the outer call still holds it
-    assert not packing.is_packed_in_place(tiny_model)
+            assert speedups.is_packed(tiny_model)
+        assert speedups.is_packed(tiny_model)  # the outer call still holds it
+    assert not speedups.is_packed(tiny_model)
 
 
 def test_trainer_preview_sampling_changes_nothing_in_the_run(tmp_path):

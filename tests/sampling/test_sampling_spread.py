@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import arpg.sampling.sampler as sampler_mod
+import arpg.sampling.steps as steps_mod
 from arpg import ARPGError, generate
 from arpg.sampling import SamplingConfig
 from arpg.sampling.orders import make_orders
@@ -79,13 +79,13 @@ def test_halton_prefixes_cover_the_grid_evenly():
 
 def _count_query_rows(monkeypatch, model):
     rows = []
-    original = model.query
+    original = model.pass2
 
-    def counting(cells, cache, guidance=None):
+    def counting(cells, *a, **k):
         rows.append(cells.shape[0])
-        return original(cells, cache, guidance)
+        return original(cells, *a, **k)
 
-    monkeypatch.setattr(model, "query", counting)
+    monkeypatch.setattr(model, "pass2", counting)
     return rows
 
 
@@ -121,13 +121,13 @@ def test_temperature_anneal_rule():
 
 def test_annealed_temperatures_reach_the_sampler(tiny_model, monkeypatch):
     seen = []
-    original = sampler_mod.sample_tokens
+    original = steps_mod.draw_from_logits
 
-    def recording(logits, temperature, *a, **k):
+    def recording(logits, u, temperature, *a, **k):
         seen.append(temperature)
-        return original(logits, temperature, *a, **k)
+        return original(logits, u, temperature, *a, **k)
 
-    monkeypatch.setattr(sampler_mod, "sample_tokens", recording)
+    monkeypatch.setattr(steps_mod, "draw_from_logits", recording)
     generate(tiny_model, [1], steps=4, temperature=1.0, temperature_schedule="anneal", temperature_end=0.5,
              generator=_gen(0))
     counts = step_counts(64, 4, "arccos")
@@ -137,13 +137,13 @@ def test_annealed_temperatures_reach_the_sampler(tiny_model, monkeypatch):
 
 def test_refinement_repredicts_exactly_the_least_confident_cells(tiny_model, monkeypatch):
     queried = []
-    original = tiny_model.query
+    original = tiny_model.pass2
 
-    def recording(cells, cache, guidance=None):
+    def recording(cells, *a, **k):
         queried.append(cells.clone())
-        return original(cells, cache, guidance)
+        return original(cells, *a, **k)
 
-    monkeypatch.setattr(tiny_model, "query", recording)
+    monkeypatch.setattr(tiny_model, "pass2", recording)
     base = generate(tiny_model, [1, 2], steps=4, generator=_gen(7))
     n_base = len(queried)
     refined = generate(tiny_model, [1, 2], steps=4, refine_rounds=2, refine_fraction=0.25, generator=_gen(7))

@@ -106,7 +106,7 @@ def test_memory_checks_follow_the_probe(monkeypatch, tiny_model):
 @pytest.mark.parametrize("native", [False, True])
 def test_packing_availability_follows_the_probe(monkeypatch, native):
     """Both branches of the bf16 packing rule on every machine, whatever its CPU (the probe forced)."""
-    from arpg import packing
+    from arpg.speedups import packing
 
     monkeypatch.setattr(devices, "cpu_has_native", (lambda d: True) if native else (lambda d: d == torch.float32))
     if not torch.backends.mkldnn.is_available():

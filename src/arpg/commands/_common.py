@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import ARPGError
-from ..sampling.quantize import quantize_int8
+from ..speedups.int8 import quantize_int8
 from ..sampling.runtime import Runtime
 from ..util.devices import check_device_name, parse_dtype
 from ..util.hub import PUBLISHED, looks_like_repo, parse_hf_address, published_name

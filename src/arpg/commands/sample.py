@@ -10,7 +10,6 @@ import torch
 from ..demo.assets import load_pair
 from ..errors import ARPGError
 from ..model import ATTENTION_MODES
-from ..packing import pack_weights
 from ..sampling.guidance import CFG_SCHEDULES, TOKEN_DRAWS
 from ..sampling.orders import ORDERS
 from ..sampling.runtime import Runtime
@@ -52,7 +51,7 @@ def add_sampling_args(p: argparse.ArgumentParser) -> None:
     add_device_args(p)
     p.add_argument("--int8", action="store_true",
                    help="int8 weight-only sampling on the CPU (faster, at a small measured quality cost; "
-                        "see arpg.sampling.quantize)")
+                        "see arpg.speedups.int8)")
 
 
 def _interval(text: str) -> tuple[float, float]:
@@ -126,8 +125,6 @@ def run(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     model, tok = load_pair(args.model, args.tokenizer, device)
     model = apply_int8(args, model)
-    if args.pack_weights and parse_dtype(args.dtype) == torch.float32:
-        pack_weights(model, in_place=True)  # asked for: refused here, in one line, where it cannot run
     labels = parse_labels(args.labels, args.num, model.config.num_classes).to(device)
     sampling = sampling_config(args, model)
     meta = write_sample(model, tok, labels, sampling, out, stale=stale, seed=args.seed, dtype_name=args.dtype,

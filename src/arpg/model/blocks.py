@@ -1,6 +1,10 @@
 """The transformer blocks of ARPG's two passes: RMSNorm, SwiGLU, the Pass-1 self-attention block (with its
-cached decoding step) and the Pass-2 cross-attention block over the shared keys/values, plus the container
-whose attribute names give the published ``layers.*`` state-dict keys."""
+decoding step over a KV cache) and the Pass-2 cross-attention block over the shared keys/values, plus the
+container whose attribute names give the published ``layers.*`` state-dict keys.
+
+Every projection is called as a module (``self.to_q(x)``), and the two groups of projections that share an
+input are computed by one method each (:meth:`SelfAttention.project_qkv`, :meth:`FeedForward.gate_up`): the
+places where :mod:`arpg.speedups` swaps in packed, int8 or fused modules. Nothing here knows about them."""
 
 from __future__ import annotations
 
@@ -8,8 +12,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..fusion import fused_weight
-from ..packing import FUSED_HANDLE, linear, project
 from .config import ARPGConfig
 from .lean_training import heads_linear, lean_applies, norm_linears, norm_swiglu
 from .rope import apply_rope
@@ -23,13 +25,7 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
-            if not torch.is_grad_enabled():
-                # Decoding: bit for bit the formula below (x * x is x.pow(2)), with one [rows, dim] buffer
-                # instead of three; on a CPU each fresh buffer of a step's size is cold memory to write.
-                scale = torch.mul(x, x).mean(-1, keepdim=True).add_(self.eps).rsqrt_()
-                return torch.mul(x, scale).mul_(self.weight)
-            # Training: the fused op, bit for bit the formula below in float32.
-            return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+            return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)  # bit for bit the formula below
         # Normalise in float32 for stability under bf16 autocast.
         xf = x.float()
         out = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
@@ -46,16 +42,13 @@ class FeedForward(nn.Module):
         self.w2 = nn.Linear(hidden, dim, bias=False)
         self.dropout = nn.Dropout(dropout)
 
+    def gate_up(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(w1 x, w3 x)``."""
+        return self.w1(x), self.w3(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        fused = fused_weight(self, [self.w1.weight, self.w3.weight])
-        if fused is not None:  # one matmul for w1 and w3 (arpg.fusion)
-            a, b = linear(x, fused, self.__dict__.get(FUSED_HANDLE)).chunk(2, dim=-1)
-        else:
-            a, b = project(self.w1, x), project(self.w3, x)
-        if torch.is_grad_enabled():
-            return self.dropout(project(self.w2, F.silu(a) * b))
-        # Decoding: a and b are scratch, so work in place (no two fresh [rows, hidden] buffers per layer).
-        return self.dropout(project(self.w2, F.silu(a, inplace=True).mul_(b)))
+        a, b = self.gate_up(x)
+        return self.dropout(self.w2(F.silu(a) * b))
 
 
 class SelfAttention(nn.Module):
@@ -67,26 +60,19 @@ class SelfAttention(nn.Module):
         self.to_v = nn.Linear(cfg.dim, cfg.dim, bias=False)
         self.proj = nn.Linear(cfg.dim, cfg.dim, bias=False)
 
-    def qkv(self, x: torch.Tensor, rope: torch.Tensor,
-            k_out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Projected, rotated q, k and v as [B, H, T, D]. ``k_out`` ([B, H, T, D], e.g. the KV cache's slots for
-        these tokens): the rotated keys are written there and that tensor is returned as k."""
+    def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The q, k and v projections of ``x`` [B, T, dim], each [B, T, dim]."""
+        return self.to_q(x), self.to_k(x), self.to_v(x)
+
+    def qkv(self, x: torch.Tensor, rope: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Projected, rotated q, k and v as [B, H, T, D]."""
         B, T, _ = x.shape
-        fused = fused_weight(self, [self.to_q.weight, self.to_k.weight, self.to_v.weight])
-        if fused is not None:  # one matmul for q, k and v (arpg.fusion)
-            q, k, v = (t.reshape(B, T, self.n_head, self.head_dim) for t in
-                       linear(x, fused, self.__dict__.get(FUSED_HANDLE)).chunk(3, dim=-1))
-        else:
-            q = project(self.to_q, x).view(B, T, self.n_head, self.head_dim)
-            k = project(self.to_k, x).view(B, T, self.n_head, self.head_dim)
-            v = project(self.to_v, x).view(B, T, self.n_head, self.head_dim)
-        q = apply_rope(q, rope)
-        k = apply_rope(k, rope, out=None if k_out is None else k_out.transpose(1, 2))
-        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        q, k, v = (t.reshape(B, T, self.n_head, self.head_dim) for t in self.project_qkv(x))
+        return apply_rope(q, rope).transpose(1, 2), apply_rope(k, rope).transpose(1, 2), v.transpose(1, 2)
 
     def out(self, y: torch.Tensor) -> torch.Tensor:
         B, H, T, D = y.shape
-        return project(self.proj, y.transpose(1, 2).reshape(B, T, H * D))
+        return self.proj(y.transpose(1, 2).reshape(B, T, H * D))
 
 
 class CrossAttention(nn.Module):
@@ -101,10 +87,10 @@ class CrossAttention(nn.Module):
     def forward(self, x: torch.Tensor, rope: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 is_causal: bool, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         B, T, _ = x.shape
-        q = apply_rope(project(self.to_q, x).view(B, T, self.n_head, self.head_dim), rope).transpose(1, 2)
+        q = apply_rope(self.to_q(x).view(B, T, self.n_head, self.head_dim), rope).transpose(1, 2)
         y = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=attn_mask,
                                            is_causal=is_causal)
-        return project(self.proj, y.transpose(1, 2).reshape(B, T, -1))
+        return self.proj(y.transpose(1, 2).reshape(B, T, -1))
 
 
 class _Block(nn.Module):
@@ -120,15 +106,9 @@ class _Block(nn.Module):
         self.resid_dropout = nn.Dropout(cfg.resid_dropout)
 
     def residuals(self, x: torch.Tensor, attn_out: torch.Tensor) -> torch.Tensor:
-        """``x + attn_out``, then the FFN's residual. Without a gradient (decoding) each sum goes into the
-        fresh branch output (``a + b == b + a`` exactly), not into a new buffer; ``x`` itself is never written
-        (it may be the caller's tensor or an expanded embedding row)."""
-        if torch.is_grad_enabled() or self.training or attn_out.dtype != x.dtype:  # (autocast: x is wider)
-            x = x + self.resid_dropout(attn_out)
-            return x + self.resid_dropout(self.ffn(self.ffn_norm(x)))
-        x = attn_out.add_(x)
-        out = self.ffn(self.ffn_norm(x))
-        return out.add_(x) if out.dtype == x.dtype else x + out
+        """``x + attn_out``, then the FFN's residual."""
+        x = x + self.resid_dropout(attn_out)
+        return x + self.resid_dropout(self.ffn(self.ffn_norm(x)))
 
 
 class SelfBlock(_Block):
@@ -146,32 +126,17 @@ class SelfBlock(_Block):
             x = x + self.resid_dropout(heads_linear(y, a.proj))
             return x + self.resid_dropout(self.ffn.dropout(norm_swiglu(x, self.ffn_norm, self.ffn)))
         q, k, v = a.qkv(self.attn_norm(x), rope)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        x = x + self.resid_dropout(a.out(y))
-        return x + self.resid_dropout(self.ffn(self.ffn_norm(x)))
+        return self.residuals(x, a.out(F.scaled_dot_product_attention(q, k, v, is_causal=True)))
 
-    def forward_cached(self, x: torch.Tensor, rope: torch.Tensor, cache_k: torch.Tensor,
-                       cache_v: torch.Tensor, start: int, mask: torch.Tensor | None) -> torch.Tensor:
-        """Append this step's keys/values at ``start`` and attend over ``[0, start + T)``."""
-        T = x.shape[1]
-        # the rotated keys go straight into their cache slots (no buffer of their own, no copy)
-        q, _, v = self.attn.qkv(self.attn_norm(x), rope, k_out=cache_k[:, :, start:start + T])
-        cache_v[:, :, start:start + T] = v
-        keys, values = cache_k[:, :, :start + T], cache_v[:, :, :start + T]
-        y = F.scaled_dot_product_attention(q, keys.to(q.dtype), values.to(q.dtype), attn_mask=mask)
-        return self.residuals(x, self.attn.out(y))
-
-    def forward_static(self, x: torch.Tensor, rope: torch.Tensor, cache_k: torch.Tensor, cache_v: torch.Tensor,
-                       positions: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
-        """Static-shape step: write this step's keys/values at ``positions`` [T] (a tensor, so a compiled
-        graph does not depend on where the step is) and attend over the cache's first ``W`` slots,
-        ``visible`` [T, W] saying which of them each new token may see."""
+    def step(self, x: torch.Tensor, rope: torch.Tensor, cache_k: torch.Tensor, cache_v: torch.Tensor,
+             positions: torch.Tensor, window: int, mask: torch.Tensor | None) -> torch.Tensor:
+        """The decoding step: write this step's keys/values at cache ``positions`` [T] and attend over the
+        cache's first ``window`` slots (``mask`` [T, window]: which slots each new token sees; None: all)."""
         q, k, v = self.attn.qkv(self.attn_norm(x), rope)
         cache_k.index_copy_(2, positions, k.to(cache_k.dtype))
         cache_v.index_copy_(2, positions, v.to(cache_v.dtype))
-        W = visible.shape[-1]
-        keys, values = cache_k[:, :, :W].to(q.dtype), cache_v[:, :, :W].to(q.dtype)
-        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=visible)
+        keys, values = cache_k[:, :, :window].to(q.dtype), cache_v[:, :, :window].to(q.dtype)
+        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
         return self.residuals(x, self.attn.out(y))
 
 
@@ -181,8 +146,9 @@ class CrossBlock(_Block):
 
     def forward(self, x: torch.Tensor, rope: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 is_causal: bool, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher-forced (training): through the lean autograd functions where they apply."""
         a = self.attn
-        if lean_applies(x, a.to_q, a.proj, self.ffn.w1, self.ffn.w3, self.ffn.w2):  # training
+        if lean_applies(x, a.to_q, a.proj, self.ffn.w1, self.ffn.w3, self.ffn.w2):
             B, T, _ = x.shape
             q = apply_rope(norm_linears(x, self.attn_norm, (a.to_q,))[0].view(B, T, a.n_head, a.head_dim), rope)
             q = q.transpose(1, 2)
@@ -190,7 +156,13 @@ class CrossBlock(_Block):
                                                is_causal=is_causal)
             x = x + self.resid_dropout(heads_linear(y, a.proj))
             return x + self.resid_dropout(self.ffn.dropout(norm_swiglu(x, self.ffn_norm, self.ffn)))
-        return self.residuals(x, self.attn(self.attn_norm(x), rope, k, v, is_causal, attn_mask))
+        return self.step(x, rope, k, v, attn_mask, is_causal)
+
+    def step(self, x: torch.Tensor, rope: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+             mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
+        """The decoding step (and the teacher-forced fallback): queries ``x`` attend to ``k``/``v`` (``mask``:
+        which keys each query sees; None: all)."""
+        return self.residuals(x, self.attn(self.attn_norm(x), rope, k, v, is_causal, mask))
 
 
 class TwoPassLayers(nn.Module):

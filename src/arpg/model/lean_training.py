@@ -22,6 +22,7 @@ in float32, weight gradients in the weights' dtype.
 from __future__ import annotations
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 
@@ -146,10 +147,9 @@ def heads_linear(y: torch.Tensor, layer) -> torch.Tensor:
 
 
 def lean_applies(x: torch.Tensor, *layers) -> bool:
-    """Whether these functions take the call: gradients wanted and float32 weights (autocast or not)."""
-    if not torch.is_grad_enabled():
+    """Whether these functions take the call: plain float32 ``nn.Linear`` layers (autocast or not) and a
+    floating input. Swapped-in sampling modules (:mod:`arpg.speedups`) are not ``nn.Linear``: they take the
+    plain path, where they refuse gradients themselves."""
+    if not (x.is_floating_point() and all(isinstance(m, nn.Linear) for m in layers)):
         return False
-    ws = [m.weight for m in layers]
-    if not all(isinstance(w, torch.Tensor) and w.dtype == torch.float32 and w.stride() != (0, 0) for w in ws):
-        return False  # int8 layers, stand-ins of weights packed in place (these refuse gradients themselves)
-    return x.is_floating_point() and (x.requires_grad or any(w.requires_grad for w in ws))
+    return all(m.weight.dtype == torch.float32 for m in layers)

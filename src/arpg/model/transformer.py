@@ -11,8 +11,9 @@ load with ``strict=True``.
 
 Training uses :meth:`ARPG.forward` (teacher forcing, causal in both passes; the head and the loss a chunk of
 rows at a time, :mod:`.loss`, and blocks that keep fewer activations, :mod:`.lean_training`). Decoding uses
-:meth:`ARPG.extend` (Pass 1 over new tokens, appending to a preallocated :class:`KVCache`) and
-:meth:`ARPG.query` (Pass 2 for a set of target cells) -- plain tensor functions with no per-step growth.
+two steps, the same eager and compiled: :meth:`ARPG.pass1` (new tokens through Pass 1, their keys/values
+written into a preallocated :class:`KVCache` at tensor positions) and :meth:`ARPG.pass2` (Pass 2 for a set of
+target cells). :meth:`ARPG.extend` / :meth:`ARPG.query` call them with the cache's own length for eager use.
 """
 
 from __future__ import annotations
@@ -24,8 +25,6 @@ import torch.nn as nn
 import torch.utils.checkpoint
 
 from ..errors import ARPGError
-from ..fusion import is_stand_in
-from ..packing import MOVED, is_packed_in_place, project, unpack_weights
 from ..util.pretrained import PretrainedMixin
 from .blocks import RMSNorm, TwoPassLayers
 from .cache import KVCache
@@ -89,13 +88,6 @@ class ARPG(nn.Module, PretrainedMixin):
         """Build a randomly initialised model from a named preset (see :data:`arpg.model.config.ARPG_PRESETS`)."""
         return cls(get_preset(name, **overrides))
 
-    def _apply(self, fn, recurse=True):
-        # .to() / .float() / .cuda() would turn stand-ins of weights packed in place (arpg.packing) into
-        # full tensors of their one element: give the parameters their values back first.
-        if is_packed_in_place(self):
-            unpack_weights(self)
-        return super()._apply(fn, recurse)
-
     def reset_parameters(self) -> None:
         """Published init: N(0, 0.02) for linears and embeddings, norms at 1, the output head zeroed."""
         for m in self.modules():
@@ -128,21 +120,18 @@ class ARPG(nn.Module, PretrainedMixin):
         if labels.numel() and (int(labels.min()) < lo or int(labels.max()) > n - 1 + int(allow_null)):
             raise ARPGError(f"labels must be in 0..{n - 1} (got values in {int(labels.min())}..{int(labels.max())})")
 
-    def _shared_kv(self, h: torch.Tensor, rope: torch.Tensor,
-                   k_out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The shared keys (rotated) and values [B, H, T, D] of the Pass-1 output ``h``; with ``k_out`` the keys
-        are written there (see :meth:`~arpg.model.blocks.SelfAttention.qkv`)."""
+    def _shared_kv(self, h: torch.Tensor, rope: torch.Tensor, lean: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """The shared keys (rotated) and values [B, H, T, D] of the Pass-1 output ``h``; ``lean``: teacher-forced,
+        through the lean autograd function where it applies (the norm output is not kept for backward)."""
         B, T, _ = h.shape
         cfg = self.config
         L = self.layers
-        if k_out is None and lean_applies(h, L.to_k, L.to_v):  # training: the norm output is not kept
+        if lean and lean_applies(h, L.to_k, L.to_v):
             k, v = (t.view(B, T, cfg.n_head, cfg.head_dim) for t in norm_linears(h, L.norm, (L.to_k, L.to_v)))
-            return apply_rope(k, rope).transpose(1, 2), v.transpose(1, 2)
-        h = L.norm(h)
-        k = apply_rope(project(L.to_k, h).view(B, T, cfg.n_head, cfg.head_dim), rope,
-                       out=None if k_out is None else k_out.transpose(1, 2))
-        v = project(L.to_v, h).view(B, T, cfg.n_head, cfg.head_dim)
-        return k.transpose(1, 2), v.transpose(1, 2)
+        else:
+            h = L.norm(h)
+            k, v = (lin(h).view(B, T, cfg.n_head, cfg.head_dim) for lin in (L.to_k, L.to_v))
+        return apply_rope(k, rope).transpose(1, 2), v.transpose(1, 2)
 
     def query_inputs(self, cls_ids: torch.Tensor, T: int, cells: torch.Tensor | None = None,
                      condition: torch.Tensor | None = None, active: torch.Tensor | None = None) -> torch.Tensor:
@@ -181,7 +170,7 @@ class ARPG(nn.Module, PretrainedMixin):
             half, weight = guidance
             cond, uncond = h[:half].float(), h[half:].float()
             h = (uncond + weight * (cond - uncond)).to(h.dtype)
-        return project(self.head, h).float()
+        return self.head(h).float()
 
     # ---------------------------------------------------------------------------------------------
     # Training: teacher-forced forward
@@ -232,11 +221,11 @@ class ARPG(nn.Module, PretrainedMixin):
         rope_in = self.rope[position_index(inp_cells)]
         rope_q = self.rope[position_index(orders)]
 
-        run = _checkpointed if grad_checkpoint and torch.is_grad_enabled() else _direct
+        run = _checkpointed if grad_checkpoint else _direct
         h = self.embed_dropout(self.embeddings(inp))
         for blk in self.layers.self_dec:
             h = run(blk, h, rope_in)
-        k, v = self._shared_kv(h, rope_in)
+        k, v = self._shared_kv(h, rope_in, lean=True)
         feats = active = None
         if condition is not None:
             feats = self.encode_condition(condition)
@@ -248,8 +237,6 @@ class ARPG(nn.Module, PretrainedMixin):
             x = run(blk, x, rope_q, k, v, True)
         if not return_loss:
             return self._logits(x)
-        if is_stand_in(self.head.weight):
-            raise ARPGError(MOVED.format(what="a training loss needs them"))
         return head_cross_entropy(self.norm(x), self.head.weight, ordered, loss_chunk)
 
     def loss(self, tokens: torch.Tensor, labels: torch.Tensor, orders: torch.Tensor | None = None) -> torch.Tensor:
@@ -262,14 +249,45 @@ class ARPG(nn.Module, PretrainedMixin):
     def new_cache(self, batch: int, dtype: torch.dtype | None = None, device: torch.device | str | None = None,
                   max_len: int | None = None, zeroed: bool = False) -> KVCache:
         """Allocate a cache for ``batch`` rows holding the class token and up to every cell (``max_len``
-        slots when given; ``zeroed`` for the static-shape steps of :mod:`arpg.static_decode`)."""
+        slots when given; ``zeroed`` when steps will attend to slots not written yet, masked)."""
         cfg = self.config
         p = self.embeddings.weight
         return KVCache.allocate(cfg.n_layer // 2, batch, cfg.n_head, max_len or cfg.n_cells + 1, cfg.head_dim,
                                 dtype or p.dtype, device or p.device, zeroed)
 
+    def pass1(self, ids: torch.Tensor, cells: torch.Tensor, cache: KVCache, positions: torch.Tensor, window: int,
+              mask: torch.Tensor | None = None) -> None:
+        """The Pass-1 decoding step: tokens ``ids`` [B, T] (embedding rows) at grid ``cells`` [B, T] (``-1``:
+        the class token) through the self blocks; every layer's keys/values and the shared ones are written at
+        cache ``positions`` [T]. Attention reads the cache's first ``window`` slots, ``mask`` [T, window] saying
+        which of them each new token sees (None: all). Positions are a tensor, so one compiled graph serves
+        every step of its shape. ``cache.length`` is the caller's to keep."""
+        rope = self.rope[position_index(cells)]
+        h = self.embeddings(ids)
+        for i, blk in enumerate(self.layers.self_dec):
+            h = blk.step(h, rope, cache.self_k[i], cache.self_v[i], positions, window, mask)
+        k, v = self._shared_kv(h, rope, lean=False)
+        cache.shared_k.index_copy_(2, positions, k.to(cache.shared_k.dtype))
+        cache.shared_v.index_copy_(2, positions, v.to(cache.shared_v.dtype))
+
+    def pass2(self, cells: torch.Tensor, cache: KVCache, window: int, mask: torch.Tensor | None = None,
+              guidance: tuple[int, torch.Tensor | float] | None = None) -> torch.Tensor:
+        """The Pass-2 decoding step: float32 logits [B, Q, vocab] for target ``cells`` [B, Q], attending to the
+        cache's first ``window`` slots (``mask`` [Q, window]: which of them may be seen; None: all). With
+        ``guidance`` ``(half, weight)`` (rows ``[:half]`` conditional, the rest unconditional): the guided
+        logits [half, Q, vocab], through one head matmul (see :meth:`_logits`)."""
+        if cache.class_ids is None:
+            raise ARPGError("Pass 2 needs a KV cache that starts with the class token (run Pass 1 on it first)")
+        Q = cells.shape[1]
+        rope = self.rope[position_index(cells)]
+        k, v = cache.shared_k[:, :, :window], cache.shared_v[:, :, :window]
+        x = self.query_inputs(cache.class_ids, Q, cells, cache.condition, cache.condition_active)
+        for blk in self.layers.cross_dec:
+            x = blk.step(x, rope, k, v, mask)
+        return self._logits(x, guidance)
+
     def extend(self, ids: torch.Tensor, cells: torch.Tensor, cache: KVCache, attention: str = "block") -> None:
-        """Pass 1 over new tokens, appending their keys/values to ``cache``.
+        """:meth:`pass1` after what ``cache`` holds (``cache.length`` advances by ``T``).
 
         Args:
             ids: LongTensor [B, T] of embedding rows (codes, or class rows from :meth:`class_ids`).
@@ -281,38 +299,22 @@ class ARPG(nn.Module, PretrainedMixin):
         start = cache.length
         if start + T > cache.capacity:
             raise ARPGError(f"KV cache overflow: {start} + {T} > capacity {cache.capacity}")
+        if attention not in ATTENTION_MODES:
+            raise ARPGError(f"attention must be one of {ATTENTION_MODES}, got {attention!r}")
         mask = None
         if attention == "causal" and T > 1:
             mask = torch.ones(T, start + T, dtype=torch.bool, device=ids.device).tril(diagonal=start)
-        elif attention not in ATTENTION_MODES:
-            raise ARPGError(f"attention must be one of {ATTENTION_MODES}, got {attention!r}")
         if start == 0:
             if not bool((cells[:, 0] == -1).all()):
                 raise ARPGError("the first token in an empty KV cache must be the class token (cell -1)")
             cache.class_ids = ids[:, 0]  # what Pass-2 queries start from, with class_queries
-        rope = self.rope[position_index(cells)]
-        h = self.embeddings(ids)
-        for i, blk in enumerate(self.layers.self_dec):
-            h = blk.forward_cached(h, rope, cache.self_k[i], cache.self_v[i], start, mask)
-        _, v = self._shared_kv(h, rope, k_out=cache.shared_k[:, :, start:start + T])
-        cache.shared_v[:, :, start:start + T] = v
+        self.pass1(ids, cells, cache, torch.arange(start, start + T, device=ids.device), start + T, mask)
         cache.length = start + T
 
     def query(self, cells: torch.Tensor, cache: KVCache,
               guidance: tuple[int, torch.Tensor | float] | None = None) -> torch.Tensor:
-        """Pass 2: logits [B, Q, vocab] (float32) for target ``cells`` [B, Q], given everything in ``cache``.
-        With ``guidance`` ``(half, weight)`` (rows ``[:half]`` conditional, the rest unconditional): the
-        guided logits [half, Q, vocab], through one head matmul (see :meth:`_logits`)."""
-        B, Q = cells.shape
-        rope = self.rope[position_index(cells)]
-        L = cache.length
-        k, v = cache.shared_k[:, :, :L], cache.shared_v[:, :, :L]
-        if cache.class_ids is None:
-            raise ARPGError("query() needs a KV cache that starts with the class token (call extend() first)")
-        x = self.query_inputs(cache.class_ids, Q, cells, cache.condition, cache.condition_active)
-        for blk in self.layers.cross_dec:
-            x = blk(x, rope, k, v, is_causal=False)
-        return self._logits(x, guidance)
+        """:meth:`pass2` over everything ``cache`` holds."""
+        return self.pass2(cells, cache, cache.length, None, guidance)
 
 
 def _direct(block: nn.Module, *args) -> torch.Tensor:

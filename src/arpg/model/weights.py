@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from pathlib import Path
 from typing import Any, Mapping
 
 import torch
@@ -25,7 +24,6 @@ from safetensors.torch import save_file
 
 from .config import ARPG_PRESETS, ARPGConfig, get_preset
 from ..errors import CheckpointError
-from ..fusion import fuse_projections
 from .transformer import ARPG
 from ..util.files import atomic_write
 from ..util.hub import resolve_file
@@ -66,12 +64,8 @@ def suggest_preset(sd: Mapping[str, torch.Tensor]) -> str:
 
 
 def load_model(path: str | os.PathLike, preset: str | None = None, *, device: str | torch.device = "cpu",
-               dtype: torch.dtype | None = None, fuse: bool = False, **overrides: Any):
+               dtype: torch.dtype | None = None, **overrides: Any):
     """Load an ARPG model from any accepted checkpoint; returns it in eval mode.
-
-    ``fuse``: fuse each Pass-1 block's q|k|v and each FFN's w1|w3 projection into one matmul
-    (:func:`arpg.fusion.fuse_projections`: exact, no extra memory, ``state_dict`` keeps the published names;
-    for GPUs -- on our 2-core CPU it did not pay).
 
     ``path`` may also be a published name (``ARPG-L``, ``ARPG-XL``, ``ARPG-XXL``: the released files, fetched
     through the Hugging Face cache), an ``hf://OWNER/REPO/FILE`` address, a folder written by
@@ -86,7 +80,7 @@ def load_model(path: str | os.PathLike, preset: str | None = None, *, device: st
             raise CheckpointError(f"{path} is a saved model folder with its own config; drop the preset / overrides")
         model = ARPG.from_pretrained(path, device=device)
         model = model.to(dtype) if dtype is not None else model
-        return (fuse_projections(model) if fuse else model).eval()
+        return model.eval()
     path = resolve_file(path)
     sd, extras = read_checkpoint(path)
     if "quantize.embedding.weight" in sd and "head.weight" not in sd:
@@ -111,7 +105,7 @@ def load_model(path: str | os.PathLike, preset: str | None = None, *, device: st
         model.sampling = dict(extras["sampling"])  # checked where it is used: arpg.sampling.recommended_sampling
     if dtype is not None:
         model = model.to(dtype)
-    return (fuse_projections(model) if fuse else model).eval()
+    return model.eval()
 
 
 def save_model(model, path: str | os.PathLike, metadata: Mapping[str, str] | None = None) -> None:

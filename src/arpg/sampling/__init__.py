@@ -1,8 +1,8 @@
 """Sampling: step schedules, guidance, generation orders and the decode loop."""
 
 from .sampler import generate, resolve_sampling
-from .quantize import quantize_int8
-from .compiled import compile_report
+from ..speedups.int8 import quantize_int8
+from .steps import compile_report
 from .settings import SamplingConfig
 from .recipes import Recipe, get_recipe, recipe_names, recommended_sampling
 from .guidance import filter_logits, guidance_weight, sample_tokens

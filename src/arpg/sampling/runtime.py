@@ -3,14 +3,19 @@ weights, int8 weights), the one place where the rules of which options combine l
 and the rule that picks the fastest path on the machine at hand for what the caller leaves unset
 (:func:`resolve_runtime`).
 
-The default rule (options left as None): on a CPU, a float32 model (or bf16 where the CPU has native bf16) at
-least :data:`PACK_MIN_DIM` wide runs every decoding matmul through oneDNN-packed weights (:mod:`arpg.packing`).
-The user's model is packed in place for the call and given its plain weights back at the end
-(:func:`packed_for_call`), so memory stays one copy of the weights and, after the call, the model trains,
-saves, loads and moves exactly as before.
-Compilation stays opt-in: on a CPU its compile time rarely pays for one call, and on CUDA the compiled
-path has not yet been run on a GPU (``benchmarks/gpu_check.py`` is prepared for the first one). Which draw
-turns probabilities into tokens is a sampling setting (``token_draw``, inverse-CDF by default).
+The default rule (options left as None):
+
+* on a CPU, a float32 model (or bf16 where the CPU has native bf16) at least :data:`PACK_MIN_DIM` wide runs
+  every decoding matmul through oneDNN-packed weights (:mod:`arpg.speedups.packing`). The user's model is
+  packed in place for the call and its own ``nn.Linear`` objects are put back at the end
+  (:func:`packed_for_call`), so memory stays one copy of the weights and, after the call, the model trains,
+  saves, loads and moves exactly as before. Compilation stays opt-in: on a CPU its compile time rarely pays
+  for one call (``benchmarks/results/default_path.md``).
+* on CUDA, a float32 model runs through a bf16 copy of its weights (made once, kept beside the model) where
+  the GPU has bf16. ``compile=True`` (PyTorch's CUDA graphs through ``mode="reduce-overhead"``) stays opt-in
+  until a GPU has measured its compile time against what it saves (``benchmarks/gpu_check.py``).
+
+Which draw turns probabilities into tokens is a sampling setting (``token_draw``, inverse-CDF by default).
 """
 
 from __future__ import annotations
@@ -25,9 +30,10 @@ import torch
 
 from ..errors import ARPGError
 from ..model import ARPG
-from ..packing import is_packed_in_place, pack_state, pack_weights, packing_available, unpack_weights
+from ..speedups import is_fused, is_int8, is_packed, pack_weights, packing_available, unpack_weights
+from ..speedups.packing import PACKED
+from .steps import COMPILE_MODES
 
-COMPILE_MODES = (False, True, "frozen")
 #: The default packs only models at least this wide: at width 192 (the demo model) the packed matmuls lost to
 #: plain ones, at 512 and 1024 they won (benchmarks/results/default_path.md, default_path_L.md).
 PACK_MIN_DIM = 512
@@ -48,7 +54,7 @@ class Runtime:
         autocast: run a float32 model under ``torch.autocast(dtype)`` (the published sampler's way).
         compile: False, True (static-shape steps compiled by ``torch.compile``) or ``"frozen"``.
         pack_weights: run the decoding matmuls through oneDNN-packed weights (CPU).
-        int8: the model holds int8 weight-only layers (:mod:`arpg.sampling.quantize`).
+        int8: the model holds int8 weight-only layers (:mod:`arpg.speedups.int8`).
         packed_for_call: the default rule packs the caller's model in place for this call only.
     """
 
@@ -94,33 +100,48 @@ class Runtime:
 
 
 def _plain_tensor_weights(model: ARPG) -> bool:
-    w = model.head.weight  # not a sharded (FSDP) parameter, nor a stand-in of weights packed in place
-    return is_packed_in_place(model) or (type(w.data) is torch.Tensor and w.stride() != (0, 0))
+    w = model.embeddings.weight  # not a sharded (FSDP) parameter
+    return type(w.data) is torch.Tensor
 
 
 def resolve_runtime(model: ARPG, *, dtype: torch.dtype | None = None, autocast: bool = False,
                     compile: bool | str | None = None, pack_weights: bool | None = None) -> Runtime:
     """The :class:`Runtime` a call with these options uses: each option given (not None) as given, the rest
     by the default rule (module docstring); validated."""
-    int8 = bool(model.__dict__.get("int8_weights"))
+    int8 = is_int8(model)
     rt = Runtime(dtype=dtype, autocast=bool(autocast), compile=False if compile is None else compile,
                  pack_weights=bool(pack_weights), int8=int8).validate()
-    if pack_weights is not None:
-        return rt
     device = model.embeddings.weight.device
     weights_dtype = model.embeddings.weight.dtype
-    runs_in = weights_dtype if dtype is None or autocast else dtype
-    if (device.type != "cpu" or model.config.dim < PACK_MIN_DIM or rt.autocast or rt.compile == "frozen" or int8
-            or packing_available(runs_in) or not _plain_tensor_weights(model)):
-        return rt
-    # A low-precision copy made by the call (dtype) is packed in place on that copy; the caller's own
-    # model is packed in place for the call and restored after it.
-    own = dtype is None or dtype == weights_dtype
-    return dataclasses.replace(rt, pack_weights=True, packed_for_call=own and not _already_packed(model))
-
-
-def _already_packed(model: ARPG) -> bool:
-    return is_packed_in_place(model) or all(h is not None for h in pack_state(model))
+    packed = is_packed(model)
+    if packed and pack_weights is False:
+        raise ARPGError(PACKED.format(what="this call runs without them (pack_weights=False)"))
+    if dtype is None and device.type == "cuda" and weights_dtype == torch.float32 and not autocast \
+            and torch.cuda.is_bf16_supported():
+        rt = dataclasses.replace(rt, dtype=torch.bfloat16)  # the default on a GPU: bf16 weights
+    own = rt.dtype is None or rt.dtype == weights_dtype or rt.autocast
+    if packed and not own:
+        raise ARPGError(PACKED.format(what="a copy of the model (bf16, fp16) cannot be made from them"))
+    if pack_weights is None:
+        runs_in = weights_dtype if own else rt.dtype
+        if packed:
+            return dataclasses.replace(rt, pack_weights=True).validate()
+        if (device.type != "cpu" or model.config.dim < PACK_MIN_DIM or rt.autocast or rt.compile == "frozen"
+                or int8 or packing_available(runs_in) or is_fused(model) or not _plain_tensor_weights(model)):
+            return rt
+        rt = dataclasses.replace(rt, pack_weights=True)
+    elif pack_weights:
+        if device.type != "cpu":
+            raise ARPGError(f"packed weights are for CPU decoding (oneDNN); the model is on {device}")
+        if is_fused(model):
+            raise ARPGError("pack_weights takes unfused models: call arpg.speedups.unfuse_projections(model) first "
+                            "(fusion is meant for GPUs)")
+        why = packing_available(weights_dtype if own else rt.dtype)
+        if why:
+            raise ARPGError(why)
+    # A low-precision copy made by the call (dtype) is packed on that copy and stays so; the caller's own model
+    # is packed in place for the call and restored after it.
+    return dataclasses.replace(rt, packed_for_call=rt.pack_weights and own and not packed)
 
 
 _LOCK = threading.Lock()
@@ -129,14 +150,14 @@ _USERS: "weakref.WeakKeyDictionary[ARPG, int]" = weakref.WeakKeyDictionary()
 
 @contextmanager
 def packed_for_call(model: ARPG) -> Iterator[None]:
-    """Hold ``model``'s decoding weights packed in place for the body, then give the plain weights back
-    (exactly: packing is a re-layout). Nested or concurrent calls on one model share one packing: the first
+    """Hold ``model``'s decoding weights packed in place for the body, then put its own Linears back with their
+    values (exactly: packing is a re-layout). Nested or concurrent calls on one model share one packing: the first
     in packs, the last out restores. Runs outside inference mode, so the restored parameters stay ordinary
     tensors that autograd can use."""
     with _LOCK:
         users = _USERS.get(model, 0)
         if users == 0:
-            pack_weights(model, in_place=True)
+            pack_weights(model)
         _USERS[model] = users + 1
     try:
         yield
@@ -149,5 +170,5 @@ def packed_for_call(model: ARPG) -> Iterator[None]:
 
 
 def call_weights(model: ARPG, runtime: Runtime):
-    """The context the whole call runs in: :func:`packed_for_call` when the default rule chose it."""
+    """The context the whole call runs in: :func:`packed_for_call` when the runtime says so."""
     return packed_for_call(model) if runtime.packed_for_call else nullcontext()

@@ -15,7 +15,7 @@ import torch
 from ..errors import ARPGError
 from ..util.devices import parse_dtype
 from ..util.images import make_grid, save_images, to_pil, to_uint8
-from .compiled import compile_report
+from .steps import compile_report
 from .runtime import resolve_runtime
 from .sampler import generate
 from .settings import SamplingConfig
