@@ -221,3 +221,36 @@ def test_frozen_and_plain_steps_never_share_graphs(tiny_model):
     before = dyn_utils.counters["stats"]["unique_graphs"]
     arpg.generate(tiny_model, labels, compile="frozen", **kw)
     assert dyn_utils.counters["stats"]["unique_graphs"] > before
+
+
+def test_generate_static_equals_eager_for_a_text_model(eager_static):
+    """A prompt prefix (padded slots masked in every step) through the static shapes: the eager tokens."""
+    torch.manual_seed(random.randrange(10**6))
+    m = arpg.ARPG.from_preset("ARPG-tiny-T2I")
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(torch.randn(p.shape) * 0.3)
+    m.eval()
+    cfg = m.config
+    text = torch.randn(3, cfg.text_len, cfg.text_dim)
+    mask = torch.ones(3, cfg.text_len, dtype=torch.bool)
+    mask[0, :3] = False
+    mask[2, :1] = False
+    seed = random.randrange(10**6)
+    kw = dict(text=text, text_mask=mask, steps=5, cfg_scale=2.5, token_draw="inverse-cdf")
+    a = arpg.generate(m, generator=torch.Generator().manual_seed(seed), **kw)
+    b = arpg.generate(m, generator=torch.Generator().manual_seed(seed), compile=True, **kw)
+    assert torch.equal(a, b)
+
+
+@pytest.mark.slow
+def test_compiled_calls_alternating_packed_and_plain_weights(tiny_model, monkeypatch):
+    """One model's compiled steps see packed Linears in one call and plain ones in the next (the default packs,
+    pack_weights=False does not): each layout gets its graphs, and neither call fails or falls back."""
+    monkeypatch.setattr(arpg.sampling.runtime, "PACK_MIN_DIM", 0)
+    labels = torch.randint(0, tiny_model.config.num_classes, (2,))
+    kw = dict(steps=3, cfg_scale=2.0, step_schedule="linear", token_draw="inverse-cdf", compile=True)
+    seed = random.randrange(10**6)
+    runs = [arpg.generate(tiny_model, labels, generator=torch.Generator().manual_seed(seed), pack_weights=p, **kw)
+            for p in (None, False, None, False)]
+    assert torch.equal(runs[0], runs[2]) and torch.equal(runs[1], runs[3])

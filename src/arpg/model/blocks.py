@@ -115,18 +115,20 @@ class SelfBlock(_Block):
     def __init__(self, cfg: ARPGConfig):
         super().__init__(cfg, SelfAttention(cfg))
 
-    def forward(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
-        """Teacher-forced: causal attention over the whole sequence."""
+    def forward(self, x: torch.Tensor, rope: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher-forced: causal attention over the whole sequence (``mask``: an explicit one instead, e.g.
+        causal and no padded prompt slot)."""
         a = self.attn
         if lean_applies(x, a.to_q, a.to_k, a.to_v, a.proj, self.ffn.w1, self.ffn.w3, self.ffn.w2):
             B, T, _ = x.shape
             q, k, v = (t.view(B, T, a.n_head, a.head_dim) for t in norm_linears(x, self.attn_norm, (a.to_q, a.to_k, a.to_v)))
             y = F.scaled_dot_product_attention(apply_rope(q, rope).transpose(1, 2), apply_rope(k, rope).transpose(1, 2),
-                                               v.transpose(1, 2), is_causal=True)
+                                               v.transpose(1, 2), attn_mask=mask, is_causal=mask is None)
             x = x + self.resid_dropout(heads_linear(y, a.proj))
             return x + self.resid_dropout(self.ffn.dropout(norm_swiglu(x, self.ffn_norm, self.ffn)))
         q, k, v = a.qkv(self.attn_norm(x), rope)
-        return self.residuals(x, a.out(F.scaled_dot_product_attention(q, k, v, is_causal=True)))
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
+        return self.residuals(x, a.out(y))
 
     def step(self, x: torch.Tensor, rope: torch.Tensor, cache_k: torch.Tensor, cache_v: torch.Tensor,
              positions: torch.Tensor, window: int, mask: torch.Tensor | None) -> torch.Tensor:

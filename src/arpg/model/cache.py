@@ -25,6 +25,8 @@ class KVCache:
     # ControlARPG: per-cell condition features [B, n, d] for the Pass-2 queries, and which rows use them [B]
     condition: torch.Tensor | None = None
     condition_active: torch.Tensor | None = None
+    # Text models: which prompt slots [B, text_len] hold real tokens (the first slots of the cache); None: all
+    key_valid: torch.Tensor | None = None
 
     @classmethod
     def allocate(cls, n_self_layers: int, batch: int, n_head: int, max_len: int, head_dim: int,
@@ -55,4 +57,5 @@ class KVCache:
 
         return KVCache([t[:stop] for t in self.self_k], [t[:stop] for t in self.self_v], self.shared_k[:stop],
                        self.shared_v[:stop],
-                       self.length, head(self.class_ids), head(self.condition), head(self.condition_active))
+                       self.length, head(self.class_ids), head(self.condition), head(self.condition_active),
+                       head(self.key_valid))

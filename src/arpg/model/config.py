@@ -61,6 +61,11 @@ class ARPGConfig:
     condition_encoder: str = "conv"
     condition_width: int = 64  # encoder channels
     condition_dropout: float = 0.1  # training only: conditions dropped (plain queries), for guidance "drop"
+    # Text-to-image (arpg.model.text): prompt features [text_len, text_dim] become the Pass-1 prefix in place of
+    # the class token. Off (text_dim 0) in every class preset, so class and ControlARPG models are unchanged.
+    text_dim: int = 0  # width of the prompt features (2048 for FLAN-T5-XL); 0 = class-conditional
+    text_len: int = 120  # prefix slots: prompt tokens per image (LlamaGen's T5 features: 120)
+    caption_dropout: float = 0.1  # training only: captions replaced by the learned null caption (for guidance)
 
     def __post_init__(self) -> None:
         problems = check_field_types(self)
@@ -72,7 +77,8 @@ class ARPGConfig:
             problems.append("dim, ffn_hidden and multiple_of must be >= 1")
         if not (self.norm_eps > 0 and self.rope_base > 0):
             problems.append(f"norm_eps and rope_base must be > 0 (got {self.norm_eps}, {self.rope_base})")
-        for name in ("class_dropout", "embed_dropout", "resid_dropout", "ffn_dropout", "condition_dropout"):
+        for name in ("class_dropout", "embed_dropout", "resid_dropout", "ffn_dropout", "condition_dropout",
+                     "caption_dropout"):
             if not 0 <= getattr(self, name) <= 1:
                 problems.append(f"{name} must be in [0, 1] (got {getattr(self, name)})")
         if self.n_layer < 2 or self.n_layer % 2:
@@ -93,6 +99,11 @@ class ARPGConfig:
             problems.append(f"condition_mode must be one of {CONDITION_MODES} (got {self.condition_mode!r})")
         if self.condition_encoder not in ENCODERS:
             problems.append(f"condition_encoder must be one of {ENCODERS} (got {self.condition_encoder!r})")
+        if self.text_dim < 0 or self.text_len < 1:
+            problems.append(f"text_dim must be >= 0 and text_len >= 1 (got {self.text_dim}, {self.text_len})")
+        if self.text_dim and self.class_rope != "identity":
+            problems.append("a text-conditioned model needs class_rope='identity' (with 'zero' every prompt key is "
+                            "zero and no prompt token can be told apart)")
         if self.vocab_size < 2 or self.num_classes < 1:
             problems.append("vocab_size must be >= 2 and num_classes >= 1")
         if problems:
@@ -112,6 +123,16 @@ class ARPGConfig:
     def controlled(self) -> bool:
         """Whether the model has a condition encoder (ControlARPG)."""
         return self.condition_channels > 0
+
+    @property
+    def texted(self) -> bool:
+        """Whether the model is conditioned on prompt features (text-to-image) instead of class labels."""
+        return self.text_dim > 0
+
+    @property
+    def prefix_len(self) -> int:
+        """Pass-1 tokens before the first cell: the prompt's slots, or the class token."""
+        return self.text_len if self.texted else 1
 
     @property
     def condition_side(self) -> int:
@@ -163,6 +184,12 @@ ARPG_PRESETS: dict[str, dict[str, Any]] = {
     # and class-aware queries (the pilots that chose this: benchmarks/results/demo_pilots.md).
     "ARPG-demo": dict(dim=192, n_layer=6, n_head=3, vocab_size=256, num_classes=10, grid_size=8,
                       multiple_of=64, class_rope="identity", class_queries=True, **_NO_DROPOUT),
+    # Text-to-image: ARPG-XL on FLAN-T5-XL features (2048 wide, 120 tokens), the paper's later version; and a
+    # tiny one for tests.
+    "ARPG-XL-T2I": dict(dim=1280, n_layer=36, n_head=20, num_classes=1, text_dim=2048, text_len=120,
+                        class_rope="identity"),
+    "ARPG-tiny-T2I": dict(dim=64, n_layer=4, n_head=4, vocab_size=64, num_classes=1, grid_size=8, multiple_of=32,
+                          text_dim=24, text_len=6, class_rope="identity", **_NO_DROPOUT),
     "ARPG-tiny": dict(dim=64, n_layer=4, n_head=4, vocab_size=64, num_classes=10, grid_size=8,
                       multiple_of=32, **_NO_DROPOUT),
     "ARPG-nano": dict(dim=32, n_layer=2, n_head=2, vocab_size=16, num_classes=4, grid_size=4,

@@ -33,6 +33,7 @@ from .control import build_encoder, check_condition, condition_queries
 from .lean_training import lean_applies, norm_linears
 from .loss import DEFAULT_CHUNK_ROWS, head_cross_entropy
 from .rope import apply_rope, build_rope_table, position_index
+from .text import CaptionProjector, check_text, key_mask
 
 ATTENTION_MODES = ("block", "causal")
 
@@ -58,6 +59,8 @@ class ARPG(nn.Module, PretrainedMixin):
         if cfg.controlled:  # ControlARPG only: published configs have no such module (their keys are unchanged)
             self.condition_encoder = build_encoder(cfg.condition_encoder, cfg.condition_channels, cfg.dim,
                                                    cfg.condition_stride, cfg.condition_width, cfg.condition_mode)
+        if cfg.texted:  # text-to-image only (arpg.model.text)
+            self.caption = CaptionProjector(cfg.text_dim, cfg.dim, cfg.text_len)
         # Not stored in checkpoints: recomputed from the config.
         self.register_buffer("rope", self.rope_table(), persistent=False)
         # Recommended sampling settings stored with the weights, if any: an arpg.sampling.SamplingConfig or
@@ -81,6 +84,8 @@ class ARPG(nn.Module, PretrainedMixin):
                                 f"{c.n_layer // 2} cross layers, dim {c.dim}, {c.n_head} heads, FFN {c.ffn_hidden}, "
                                 f"vocabulary {c.vocab_size}, {c.num_classes} classes, {c.grid_size}x{c.grid_size} "
                                 f"grid, class_rope={c.class_rope}, class_queries={c.class_queries}{control}",
+                **({"text": f"text-to-image: {c.text_len} prompt features of width {c.text_dim} through a caption "
+                            "projector as the Pass-1 prefix (arpg.model.text)"} if c.texted else {}),
                 "parameters": f"{count_parameters(self):,}", "config": c.to_dict()}
 
     @classmethod
@@ -98,6 +103,8 @@ class ARPG(nn.Module, PretrainedMixin):
         nn.init.zeros_(self.head.weight)
         if self.config.controlled:
             self.condition_encoder.reset_parameters()
+        if self.config.texted:
+            self.caption.reset_parameters()
         if self.rope.device.type != "meta":
             self.rope.copy_(self.rope_table())
 
@@ -115,6 +122,8 @@ class ARPG(nn.Module, PretrainedMixin):
         return labels + self.config.class_offset
 
     def check_labels(self, labels: torch.Tensor, allow_null: bool = False) -> None:
+        if self.config.texted:
+            raise ARPGError("this is a text-to-image model: give prompts (or prompt features), not class labels")
         n = self.config.num_classes
         lo = -1 if allow_null else 0
         if labels.numel() and (int(labels.min()) < lo or int(labels.max()) > n - 1 + int(allow_null)):
@@ -132,6 +141,17 @@ class ARPG(nn.Module, PretrainedMixin):
             h = L.norm(h)
             k, v = (lin(h).view(B, T, cfg.n_head, cfg.head_dim) for lin in (L.to_k, L.to_v))
         return apply_rope(k, rope).transpose(1, 2), v.transpose(1, 2)
+
+    def prompt_prefix(self, text: torch.Tensor, text_mask: torch.Tensor | None = None,
+                      drop: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Text models: prompt features [B, text_len, text_dim] (and their mask [B, text_len], True = a real
+        token) -> the Pass-1 prefix [B, text_len, dim] and its mask; rows where ``drop`` [B] is True get the null
+        caption. One-line errors for a class model or features that do not fit."""
+        cfg = self.config
+        if not cfg.texted:
+            raise ARPGError("this is a class-conditional model (text_dim is 0): it takes class labels, not prompts")
+        text, text_mask = check_text(text, text_mask, None, cfg.text_len, cfg.text_dim)
+        return self.caption(text, text_mask, drop)
 
     def query_inputs(self, cls_ids: torch.Tensor, T: int, cells: torch.Tensor | None = None,
                      condition: torch.Tensor | None = None, active: torch.Tensor | None = None) -> torch.Tensor:
@@ -175,9 +195,11 @@ class ARPG(nn.Module, PretrainedMixin):
     # ---------------------------------------------------------------------------------------------
     # Training: teacher-forced forward
     # ---------------------------------------------------------------------------------------------
-    def forward(self, tokens: torch.Tensor, labels: torch.Tensor, orders: torch.Tensor | None = None, *,
+    def forward(self, tokens: torch.Tensor, labels: torch.Tensor | None, orders: torch.Tensor | None = None, *,
                 drop_labels: torch.Tensor | None = None, return_loss: bool = False,
                 condition: torch.Tensor | None = None, drop_condition: torch.Tensor | None = None,
+                text: torch.Tensor | None = None, text_mask: torch.Tensor | None = None,
+                drop_text: torch.Tensor | None = None,
                 loss_chunk: int | None = DEFAULT_CHUNK_ROWS, grad_checkpoint: bool = False) -> torch.Tensor:
         """Teacher-forced logits (or the training loss).
 
@@ -193,6 +215,10 @@ class ARPG(nn.Module, PretrainedMixin):
                 None = no condition (every query is the plain one, as for a dropped condition).
             drop_condition: BoolTensor [B], conditions to drop (None: in training mode each drops with
                 probability ``condition_dropout``). A dropped class keeps its condition (the paper's guidance).
+            text: text models only (then ``labels`` is None): prompt features [B, text_len, text_dim].
+            text_mask: BoolTensor [B, text_len], True where a prompt has a real token (None: all).
+            drop_text: BoolTensor [B], captions to replace by the learned null caption (None: in training mode each
+                drops with probability ``caption_dropout``).
             loss_chunk: with ``return_loss``: the head and the cross-entropy run this many rows at a time, so
                 the full float32 logits and their gradient never exist (:func:`arpg.loss.head_cross_entropy`;
                 the same loss and gradients); 0 or None: the plain formula.
@@ -209,22 +235,35 @@ class ARPG(nn.Module, PretrainedMixin):
             raise ARPGError(f"tokens must have {cfg.n_cells} cells per sample (grid {cfg.grid_size}x{cfg.grid_size}), got {n}")
         if orders is None:
             orders = random_orders(B, n, device=tokens.device)
-        cls_ids = self.class_ids(labels)
-        if drop_labels is None and self.training and cfg.class_dropout > 0:
-            drop_labels = torch.rand(B, device=tokens.device) < cfg.class_dropout
-        if drop_labels is not None:
-            cls_ids = torch.where(drop_labels, torch.full_like(cls_ids, cfg.null_class_id), cls_ids)
-
         ordered = tokens.gather(1, orders)
-        inp = torch.cat([cls_ids[:, None], ordered[:, :-1]], dim=1)
-        inp_cells = torch.cat([torch.full_like(orders[:, :1], -1), orders[:, :-1]], dim=1)
+        mask_1 = mask_2 = None
+        if cfg.texted:
+            if labels is not None:
+                raise ARPGError("this is a text-to-image model: pass labels=None and the prompt features as text=")
+            if text is None:
+                raise ARPGError("a text-to-image model needs prompt features (text=[B, text_len, text_dim])")
+            if drop_text is None and self.training and cfg.caption_dropout > 0:
+                drop_text = torch.rand(B, device=tokens.device) < cfg.caption_dropout
+            prefix, valid = self.prompt_prefix(text, text_mask, drop_text)
+            cls_ids = torch.full((B,), cfg.null_class_id, dtype=torch.long, device=tokens.device)  # (unused)
+            start = prefix.to(self.embeddings.weight.dtype)
+            mask_1, mask_2 = _prefix_masks(valid, cfg.text_len, n)
+        else:
+            cls_ids = self.class_ids(labels)
+            if drop_labels is None and self.training and cfg.class_dropout > 0:
+                drop_labels = torch.rand(B, device=tokens.device) < cfg.class_dropout
+            if drop_labels is not None:
+                cls_ids = torch.where(drop_labels, torch.full_like(cls_ids, cfg.null_class_id), cls_ids)
+            start = self.embeddings(cls_ids[:, None])
+        L = cfg.prefix_len
+        inp_cells = torch.cat([torch.full((B, L), -1, dtype=orders.dtype, device=orders.device), orders[:, :-1]], 1)
         rope_in = self.rope[position_index(inp_cells)]
         rope_q = self.rope[position_index(orders)]
 
         run = _checkpointed if grad_checkpoint else _direct
-        h = self.embed_dropout(self.embeddings(inp))
+        h = self.embed_dropout(torch.cat([start, self.embeddings(ordered[:, :-1])], dim=1))
         for blk in self.layers.self_dec:
-            h = run(blk, h, rope_in)
+            h = run(blk, h, rope_in, mask_1)
         k, v = self._shared_kv(h, rope_in, lean=True)
         feats = active = None
         if condition is not None:
@@ -234,7 +273,7 @@ class ARPG(nn.Module, PretrainedMixin):
             active = None if drop_condition is None else ~drop_condition.to(tokens.device)
         x = self.embed_dropout(self.query_inputs(cls_ids, n, orders, feats, active))
         for blk in self.layers.cross_dec:
-            x = run(blk, x, rope_q, k, v, True)
+            x = run(blk, x, rope_q, k, v, mask_2 is None, mask_2)
         if not return_loss:
             return self._logits(x)
         return head_cross_entropy(self.norm(x), self.head.weight, ordered, loss_chunk)
@@ -248,22 +287,27 @@ class ARPG(nn.Module, PretrainedMixin):
     # ---------------------------------------------------------------------------------------------
     def new_cache(self, batch: int, dtype: torch.dtype | None = None, device: torch.device | str | None = None,
                   max_len: int | None = None, zeroed: bool = False) -> KVCache:
-        """Allocate a cache for ``batch`` rows holding the class token and up to every cell (``max_len``
+        """Allocate a cache for ``batch`` rows holding the class token (or prompt prefix) and every cell (``max_len``
         slots when given; ``zeroed`` when steps will attend to slots not written yet, masked)."""
         cfg = self.config
         p = self.embeddings.weight
-        return KVCache.allocate(cfg.n_layer // 2, batch, cfg.n_head, max_len or cfg.n_cells + 1, cfg.head_dim,
+        return KVCache.allocate(cfg.n_layer // 2, batch, cfg.n_head, max_len or cfg.n_cells + cfg.prefix_len, cfg.head_dim,
                                 dtype or p.dtype, device or p.device, zeroed)
 
-    def pass1(self, ids: torch.Tensor, cells: torch.Tensor, cache: KVCache, positions: torch.Tensor, window: int,
-              mask: torch.Tensor | None = None) -> None:
+    def pass1(self, ids: torch.Tensor | None, cells: torch.Tensor, cache: KVCache, positions: torch.Tensor,
+              window: int, mask: torch.Tensor | None = None, embedded: torch.Tensor | None = None) -> None:
         """The Pass-1 decoding step: tokens ``ids`` [B, T] (embedding rows) at grid ``cells`` [B, T] (``-1``:
         the class token) through the self blocks; every layer's keys/values and the shared ones are written at
         cache ``positions`` [T]. Attention reads the cache's first ``window`` slots, ``mask`` [T, window] saying
         which of them each new token sees (None: all). Positions are a tensor, so one compiled graph serves
-        every step of its shape. ``cache.length`` is the caller's to keep."""
+        every step of its shape. ``cache.length`` is the caller's to keep. ``embedded``: the inputs [B, T, dim]
+        themselves instead of ``ids`` (a text model's prompt prefix). With ``cache.key_valid`` (a prompt's
+        padding) no token sees a padded prompt slot."""
         rope = self.rope[position_index(cells)]
-        h = self.embeddings(ids)
+        h = self.embeddings(ids) if embedded is None else embedded.to(self.embeddings.weight.dtype)
+        if cache.key_valid is not None:
+            valid = key_mask(cache.key_valid, positions, window)
+            mask = valid if mask is None else valid & mask
         for i, blk in enumerate(self.layers.self_dec):
             h = blk.step(h, rope, cache.self_k[i], cache.self_v[i], positions, window, mask)
         k, v = self._shared_kv(h, rope, lean=False)
@@ -279,6 +323,9 @@ class ARPG(nn.Module, PretrainedMixin):
         if cache.class_ids is None:
             raise ARPGError("Pass 2 needs a KV cache that starts with the class token (run Pass 1 on it first)")
         Q = cells.shape[1]
+        if cache.key_valid is not None:
+            valid = key_mask(cache.key_valid, torch.full((Q,), -1, device=cells.device), window)
+            mask = valid if mask is None else valid & mask
         rope = self.rope[position_index(cells)]
         k, v = cache.shared_k[:, :, :window], cache.shared_v[:, :, :window]
         x = self.query_inputs(cache.class_ids, Q, cells, cache.condition, cache.condition_active)
@@ -286,7 +333,8 @@ class ARPG(nn.Module, PretrainedMixin):
             x = blk.step(x, rope, k, v, mask)
         return self._logits(x, guidance)
 
-    def extend(self, ids: torch.Tensor, cells: torch.Tensor, cache: KVCache, attention: str = "block") -> None:
+    def extend(self, ids: torch.Tensor, cells: torch.Tensor, cache: KVCache, attention: str = "block",
+               embedded: torch.Tensor | None = None) -> None:
         """:meth:`pass1` after what ``cache`` holds (``cache.length`` advances by ``T``).
 
         Args:
@@ -295,7 +343,7 @@ class ARPG(nn.Module, PretrainedMixin):
             attention: ``"block"`` (new tokens see each other, as the published sampler) or
                 ``"causal"`` (new token t sees only the earlier new tokens).
         """
-        T = ids.shape[1]
+        T = cells.shape[1]
         start = cache.length
         if start + T > cache.capacity:
             raise ARPGError(f"KV cache overflow: {start} + {T} > capacity {cache.capacity}")
@@ -303,18 +351,31 @@ class ARPG(nn.Module, PretrainedMixin):
             raise ARPGError(f"attention must be one of {ATTENTION_MODES}, got {attention!r}")
         mask = None
         if attention == "causal" and T > 1:
-            mask = torch.ones(T, start + T, dtype=torch.bool, device=ids.device).tril(diagonal=start)
+            mask = torch.ones(T, start + T, dtype=torch.bool, device=cells.device).tril(diagonal=start)
         if start == 0:
             if not bool((cells[:, 0] == -1).all()):
                 raise ARPGError("the first token in an empty KV cache must be the class token (cell -1)")
-            cache.class_ids = ids[:, 0]  # what Pass-2 queries start from, with class_queries
-        self.pass1(ids, cells, cache, torch.arange(start, start + T, device=ids.device), start + T, mask)
+            cache.class_ids = ids[:, 0] if ids is not None else torch.full(  # what Pass-2 queries start from
+                (cells.shape[0],), self.config.null_class_id, dtype=torch.long, device=cells.device)
+        self.pass1(ids, cells, cache, torch.arange(start, start + T, device=cells.device), start + T, mask, embedded)
         cache.length = start + T
 
     def query(self, cells: torch.Tensor, cache: KVCache,
               guidance: tuple[int, torch.Tensor | float] | None = None) -> torch.Tensor:
         """:meth:`pass2` over everything ``cache`` holds."""
         return self.pass2(cells, cache, cache.length, None, guidance)
+
+
+def _prefix_masks(valid: torch.Tensor, L: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Teacher-forced masks with a prompt prefix of ``L`` slots (``valid`` [B, L]): Pass 1 over ``L + n - 1``
+    inputs, causal, never a padded prompt slot; Pass 2's query ``i`` sees the prompt and the first ``i`` tokens."""
+    T = L + n - 1
+    pos = torch.arange(T, device=valid.device)
+    causal = pos[None, :] <= pos[:, None]  # [T, T]
+    mask_1 = key_mask(valid, pos, T) & causal
+    sees = pos[None, :] <= (L - 1 + torch.arange(n, device=valid.device))[:, None]  # [n, T]
+    mask_2 = key_mask(valid, torch.full((n,), -1, device=valid.device), T) & sees
+    return mask_1, mask_2
 
 
 def _direct(block: nn.Module, *args) -> torch.Tensor:

@@ -11,6 +11,7 @@ import torch
 from ..errors import ARPGError
 from ..model import ARPG
 from ..model.control import check_condition
+from ..model.text import check_text
 from .orders import make_orders
 from .recipes import recommended_sampling
 from .schedules import step_counts
@@ -46,20 +47,29 @@ class Request:
     known_codes: torch.Tensor | None
     known_mask: torch.Tensor | None
     condition: torch.Tensor | None
-    widest: int  # the most cells one step decodes (for the memory check)
+    widest: int
+    text: torch.Tensor | None = None  # text models: prompt features [B, text_len, text_dim]
+    text_mask: torch.Tensor | None = None  # [B, text_len], True = a real token  # the most cells one step decodes (for the memory check)
 
 
 def check_request(model: ARPG, labels, *, steps, cfg_scale, cfg_schedule, step_schedule, temperature, top_k,
                    top_p, order, attention, generator, sampling, guidance_interval, temperature_schedule,
                    temperature_end, refine_rounds, refine_fraction, token_draw, known_codes, known_mask,
-                   condition) -> Request:
+                   condition, prompts=None, text_encoder=None, text=None, text_mask=None) -> Request:
     """Every refusal of a request, in one line each, before any work; the settings it resolves to."""
     cfg = model.config
     device = model.embeddings.weight.device
-    labels = torch.as_tensor(labels, dtype=torch.long, device=device)
-    if labels.dim() != 1:
-        raise ARPGError(f"labels must be a 1-D sequence of class ids, got shape {list(labels.shape)}")
-    model.check_labels(labels)
+    if cfg.texted:
+        labels, text, text_mask = _prompt_features(model, labels, prompts, text_encoder, text, text_mask)
+    else:
+        if prompts is not None or text is not None:
+            raise ARPGError("this is a class-conditional model: it takes class labels, not prompts")
+        if labels is None:
+            raise ARPGError("give the class labels to sample (one per image)")
+        labels = torch.as_tensor(labels, dtype=torch.long, device=device)
+        if labels.dim() != 1:
+            raise ARPGError(f"labels must be a 1-D sequence of class ids, got shape {list(labels.shape)}")
+        model.check_labels(labels)
     if condition is not None:
         if not cfg.controlled:
             model.encode_condition(condition)  # raises the one-line "no condition encoder" error
@@ -97,4 +107,31 @@ def check_request(model: ARPG, labels, *, steps, cfg_scale, cfg_schedule, step_s
         widest = max(step_counts(unknown_max, min(sc.steps, unknown_max), sc.step_schedule)) if unknown_max else 1
     else:
         widest = n
-    return Request(labels, sc, orders, known_codes, known_mask, condition, widest)
+    return Request(labels, sc, orders, known_codes, known_mask, condition, widest, text, text_mask)
+
+
+def _prompt_features(model: ARPG, labels, prompts, text_encoder, text, text_mask):
+    """A text model's request: the prompt features [B, L, D] and mask (encoded from ``prompts`` by
+    ``text_encoder``, or given), and placeholder labels (one per row) for the decode loop."""
+    cfg = model.config
+    if labels is not None:
+        raise ARPGError("this is a text-to-image model: give prompts (or prompt features), not class labels")
+    if prompts is not None:
+        if text is not None:
+            raise ARPGError("give prompts or prompt features (text=), not both")
+        from ..text import check_prompts
+
+        prompts = check_prompts(prompts)
+        if text_encoder is None:
+            raise ARPGError("prompts need a text encoder (text_encoder=arpg.text.load_text_encoder(...)) or give "
+                            "precomputed prompt features (text=)")
+        if (text_encoder.dim, text_encoder.length) != (cfg.text_dim, cfg.text_len):
+            raise ARPGError(f"the text encoder gives {text_encoder.length} x {text_encoder.dim} features; this model "
+                            f"takes {cfg.text_len} x {cfg.text_dim}")
+        text, text_mask = text_encoder.encode(prompts)
+    if text is None:
+        raise ARPGError("a text-to-image model needs prompts (with a text_encoder) or prompt features (text=)")
+    text, text_mask = check_text(text, text_mask, None, cfg.text_len, cfg.text_dim)
+    device = model.embeddings.weight.device
+    labels = torch.zeros(text.shape[0], dtype=torch.long, device=device)
+    return labels, text.to(device), text_mask.to(device)

@@ -57,7 +57,7 @@ def sampling_bytes(cfg, rows: int, max_queries: int, itemsize: int) -> int:
     """A lower estimate of the memory one decoding batch of ``rows`` (guidance doubles them) needs: the
     preallocated KV cache of every Pass-1 layer plus the shared Pass-2 keys/values, and the float32 logits,
     probabilities and filtering copies of the widest step."""
-    seq = cfg.n_cells + 1
+    seq = cfg.n_cells + cfg.prefix_len
     cache = rows * seq * cfg.dim * 2 * (cfg.n_layer // 2 + 1) * itemsize
     logits = rows * max_queries * cfg.vocab_size * 4 * 3
     return cache + logits

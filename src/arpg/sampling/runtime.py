@@ -35,7 +35,7 @@ from ..speedups.packing import PACKED
 from .steps import COMPILE_MODES
 
 #: The default packs only models at least this wide: at width 192 (the demo model) the packed matmuls lost to
-#: plain ones, at 512 and 1024 they won (benchmarks/results/default_path.md, default_path_L.md).
+#: plain ones, at 512 and 1024 they won (benchmarks/results/default_path.md).
 PACK_MIN_DIM = 512
 
 #: Option names as the library and as the command line spell them, for the refusal messages.

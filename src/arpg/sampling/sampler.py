@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -44,7 +44,7 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
 
 def generate(
     model: ARPG,
-    labels: torch.Tensor | Sequence[int],
+    labels: torch.Tensor | Sequence[int] | None = None,
     *,
     steps: int | None = None,
     cfg_scale: float | None = None,
@@ -74,6 +74,10 @@ def generate(
     on_step: Callable[[int, int], None] | None = None,
     compile: bool | str | None = None,
     pack_weights: bool | None = None,
+    prompts: Sequence[str] | None = None,
+    text_encoder: Any = None,
+    text: torch.Tensor | None = None,
+    text_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Sample codes with randomized parallel decoding.
 
@@ -84,7 +88,7 @@ def generate(
 
     Args:
         model: an :class:`~arpg.ARPG` (put in eval mode by this call).
-        labels: class ids [B] in ``0..num_classes-1``.
+        labels: class ids [B] in ``0..num_classes-1`` (class models; None for a text model).
         steps: decoding steps (an explicit ``step_schedule`` list fixes them; a contradicting value is refused).
         cfg_scale: classifier-free guidance scale ``w``; 1.0 disables guidance (no doubled batch).
         cfg_schedule: ``"linear"`` (``w_s = 1 + (w-1) * decoded_after_s / unknown``, published) or ``"constant"``.
@@ -144,6 +148,10 @@ def generate(
             packed by hand (:func:`arpg.speedups.pack_weights`) stays packed; the bf16 copy ``dtype`` makes is
             packed and stays so. True: the same, refused in one line where it cannot run. False: plain
             matmuls. Same values as unpacked up to float rounding.
+        prompts: text models: one prompt per image, encoded by ``text_encoder`` (:mod:`arpg.text`).
+        text_encoder: what turns ``prompts`` into features (:class:`arpg.text.TextEncoder`).
+        text: text models: precomputed prompt features [B, text_len, text_dim] instead of ``prompts``.
+        text_mask: which slots of ``text`` hold real tokens, BoolTensor [B, text_len] (None: all).
     Returns:
         LongTensor [B, n] of codes in raster order, on the model's device.
     """
@@ -156,7 +164,8 @@ def generate(
                          temperature_end=temperature_end, refine_rounds=refine_rounds,
                          refine_fraction=refine_fraction, token_draw=token_draw, known_codes=known_codes,
                          known_mask=known_mask, condition=condition, condition_guidance=condition_guidance,
-                         batch_size=batch_size, progress=progress, on_step=on_step)
+                         batch_size=batch_size, progress=progress, on_step=on_step, prompts=prompts,
+                         text_encoder=text_encoder, text=text, text_mask=text_mask)
 
 
 @torch.inference_mode()
@@ -191,9 +200,10 @@ def _generate(model: ARPG, labels, runtime: Runtime, *, batch_size, progress, on
             for group in groups:
                 local = group - s
                 control = None if features is None else (features[local], condition_guidance)
+                prompt = None if req.text is None else (req.text[group], req.text_mask[group])
                 out[group] = _decode_group(run_model, steps, req.labels[group], req.orders[group],
                                            _rows(req.known_codes, group), _rows(req.known_mask, group), req.sc,
-                                           request["generator"], on_step, control=control)
+                                           request["generator"], on_step, control=control, prompt=prompt)
             bar.update(len(rows))
     bar.close()
     return out
@@ -222,10 +232,12 @@ def _prepare(model: ARPG, runtime: Runtime) -> tuple[ARPG, torch.dtype | None]:
 def _decode_group(model: ARPG, steps: DecodeSteps, labels: torch.Tensor, orders: torch.Tensor,
                   known_codes: torch.Tensor | None, known_mask: torch.Tensor | None, sc: SamplingConfig,
                   generator: torch.Generator | None, on_step: Callable[[int, int], None] | None = None,
-                  return_confidence: bool = False, control: tuple[torch.Tensor, str] | None = None):
+                  return_confidence: bool = False, control: tuple[torch.Tensor, str] | None = None,
+                  prompt: tuple[torch.Tensor, torch.Tensor] | None = None):
     """Decode one rectangular group: every row has the same number of known cells. Returns the codes (and,
     with ``return_confidence``, the probability each decoded cell's token was drawn with; 1 for known).
-    ``control``: the rows' condition features [B, n, d] and the condition guidance mode."""
+    ``control``: the rows' condition features [B, n, d] and the condition guidance mode. ``prompt``: a text
+    model's prompt features and mask for the rows."""
     B, n = orders.shape
     codes = torch.zeros(B, n, dtype=torch.long, device=orders.device)
     n_known = 0 if known_mask is None else int(known_mask[0].sum())
@@ -239,7 +251,7 @@ def _decode_group(model: ARPG, steps: DecodeSteps, labels: torch.Tensor, orders:
     guided_at = sc.guided_steps(counts)
     last_guided = max((i for i, g in enumerate(guided_at) if g), default=-1)
     doubled = last_guided >= 0  # the cache holds the unconditional half while a guided step is ahead
-    cache = _start_cache(model, steps, labels, orders, codes, n_known, counts, doubled, control, sc.attention)
+    cache = _start_cache(model, steps, labels, orders, codes, n_known, counts, doubled, control, sc.attention, prompt)
 
     def twice(x: torch.Tensor) -> torch.Tensor:
         return torch.cat([x, x]) if doubled else x
@@ -268,15 +280,17 @@ def _decode_group(model: ARPG, steps: DecodeSteps, labels: torch.Tensor, orders:
     if sc.refine_rounds:
         total = len(counts) + sc.refine_rounds
         codes, confidence = _refine(model, steps, labels, codes, confidence, known_mask, sc, generator,
-                                    None if on_step is None else lambda r: on_step(len(counts) + r, total), control)
+                                    None if on_step is None else lambda r: on_step(len(counts) + r, total), control,
+                                    prompt)
     return (codes, confidence) if return_confidence else codes
 
 
 def _start_cache(model: ARPG, steps: DecodeSteps, labels: torch.Tensor, orders: torch.Tensor, codes: torch.Tensor,
                  n_known: int, counts: list[int], doubled: bool, control: tuple[torch.Tensor, str] | None,
-                 attention: str):
+                 attention: str, prompt: tuple[torch.Tensor, torch.Tensor] | None = None):
     """A group's KV cache holding the class token (and the null class for guidance's unconditional half,
-    after the conditional rows), the condition features, and the known cells (one causal block, eager)."""
+    after the conditional rows) or a text model's prompt prefix (and the null caption), the condition
+    features, and the known cells (one causal block, eager)."""
     B = labels.shape[0]
     rows = 2 * B if doubled else B
     device = orders.device
@@ -289,10 +303,20 @@ def _start_cache(model: ARPG, steps: DecodeSteps, labels: torch.Tensor, orders: 
         cache.condition = torch.cat([feats, feats]) if doubled else feats
         if doubled and how == "drop":  # the unconditional half: no class and no condition
             cache.condition_active = torch.arange(rows, device=device) < B
-    cls = model.class_ids(labels)
-    if doubled:
-        cls = torch.cat([cls, torch.full_like(cls, model.config.null_class_id)])
-    steps.extend(cls[:, None], torch.full((rows, 1), -1, dtype=torch.long, device=device), cache, attention)
+    if prompt is None:
+        cls = model.class_ids(labels)
+        if doubled:
+            cls = torch.cat([cls, torch.full_like(cls, model.config.null_class_id)])
+        steps.extend(cls[:, None], torch.full((rows, 1), -1, dtype=torch.long, device=device), cache, attention)
+    else:  # the prompt prefix, causal as in training, eager (one shape, run once)
+        feats, valid = prompt
+        if doubled:
+            null, all_valid = model.caption.null(B)
+            feats, valid = torch.cat([feats.to(null.dtype), null]), torch.cat([valid, all_valid])
+        prefix, valid = model.caption(feats, valid)
+        cache.key_valid = valid
+        steps.extend(None, torch.full(valid.shape, -1, dtype=torch.long, device=device), cache, "causal",
+                     eager=True, embedded=prefix)
     if n_known:
         cells = orders[:, :n_known]
         reps = 2 if doubled else 1
@@ -303,7 +327,8 @@ def _start_cache(model: ARPG, steps: DecodeSteps, labels: torch.Tensor, orders: 
 def _refine(model: ARPG, steps: DecodeSteps, labels: torch.Tensor, codes: torch.Tensor, confidence: torch.Tensor,
             known_mask: torch.Tensor | None, sc: SamplingConfig, generator: torch.Generator | None,
             on_round: Callable[[int], None] | None = None,
-            control: tuple[torch.Tensor, str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+            control: tuple[torch.Tensor, str] | None = None,
+            prompt: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``sc.refine_rounds`` rounds: the ``refine_fraction`` least confident decoded cells are re-predicted in one
     step with every other cell known (prefilled, as editing does); known cells never change."""
     B, n = codes.shape
@@ -317,7 +342,7 @@ def _refine(model: ARPG, steps: DecodeSteps, labels: torch.Tensor, codes: torch.
         keep = torch.ones_like(free).scatter_(1, chosen, False)
         orders = make_orders("random", B, model.config.grid_size, generator=generator, device=codes.device)
         codes, conf = _decode_group(model, steps, labels, orders, codes, keep, one_step, generator,
-                                    return_confidence=True, control=control)
+                                    return_confidence=True, control=control, prompt=prompt)
         confidence = torch.where(keep, confidence, conf)
         if on_round is not None:
             on_round(r + 1)

@@ -34,6 +34,7 @@ from ..errors import ARPGError
 from ..model import ARPG
 from ..model.cache import KVCache
 from ..speedups.fusion import refresh_fusions
+from ..speedups.packing import is_packed
 from .guidance import draw_from_logits, token_probs
 from .resources import available_memory
 
@@ -79,9 +80,10 @@ def bucket_sizes(counts: list[int] | tuple[int, ...], max_buckets: int = MAX_BUC
     return tuple(sorted(chosen))
 
 
-def static_capacity(n_cells: int, widest: int) -> int:
-    """Cache slots for the class token, every cell and the padding of the widest padded step."""
-    return n_cells + 1 + max(widest - 1, 0)
+def static_capacity(n_cells: int, widest: int, prefix: int = 1) -> int:
+    """Cache slots for the class token (or a ``prefix`` of prompt slots), every cell and the padding of the widest
+    padded step."""
+    return n_cells + prefix + max(widest - 1, 0)
 
 
 def key_windows(capacity: int, parts: int = 4) -> tuple[int, ...]:
@@ -106,25 +108,26 @@ def _pad(x: torch.Tensor, width: int) -> torch.Tensor:
     return x if T == width else torch.cat([x, x[:, :1].expand(-1, width - T)], dim=1)
 
 
-def _extras(cache: KVCache) -> tuple[bool, bool]:
+def _extras(cache: KVCache) -> tuple[bool, bool, bool]:
     """Which optional cache inputs a graph reads (part of its key)."""
-    return cache.condition is not None, cache.condition_active is not None
+    return cache.condition is not None, cache.condition_active is not None, cache.key_valid is not None
 
 
-def pass1_body(model: ARPG, ids: torch.Tensor, cells: torch.Tensor, cache: KVCache, start, valid, window: int,
-               causal: bool, masked: bool) -> None:
+def pass1_body(model: ARPG, ids: torch.Tensor | None, cells: torch.Tensor, cache: KVCache, start, valid,
+               window: int, causal: bool, masked: bool, embedded: torch.Tensor | None = None) -> None:
     """Pass 1 over ``ids``/``cells`` [R, T] (the first ``valid`` real, the rest padding) written at cache
     positions ``start ..``. ``start`` / ``valid``: ints (eager) or 0-d tensors (compiled). Block attention:
     every new token sees the cache up to ``start + valid``; causal: new token ``t`` up to ``start + t``.
-    ``masked``: the window holds slots past those (a compiled step), so block attention needs a mask too."""
-    T = ids.shape[1]
-    positions = torch.arange(T, device=ids.device) + start
-    slots = torch.arange(window, device=ids.device)
+    ``masked``: the window holds slots past those (a compiled step), so block attention needs a mask too.
+    ``embedded``: the inputs themselves instead of ``ids`` (a prompt prefix)."""
+    T = cells.shape[1]
+    positions = torch.arange(T, device=cells.device) + start
+    slots = torch.arange(window, device=cells.device)
     if causal:
         mask = slots[None, :] <= positions[:, None]
     else:
         mask = (slots < start + valid)[None, :].expand(T, window) if masked else None
-    model.pass1(ids, cells, cache, positions, window, mask)
+    model.pass1(ids, cells, cache, positions, window, mask, embedded)
 
 
 def pass2_body(model: ARPG, cells: torch.Tensor, cache: KVCache, length, window: int, masked: bool, half: int,
@@ -197,7 +200,8 @@ class DecodeSteps:
         if not self.compiled:
             return self.model.new_cache(rows, dtype=dtype, device=device)
         self.buckets = bucket_sizes(counts, self.max_buckets)
-        capacity = static_capacity(self.model.config.n_cells, max(self.width(c) for c in counts))
+        cfg = self.model.config
+        capacity = static_capacity(cfg.n_cells, max(self.width(c) for c in counts), cfg.prefix_len)
         if self.device.type != "cuda":
             return self.model.new_cache(rows, dtype=dtype, device=device, max_len=capacity, zeroed=True)
         # CUDA graphs read and write fixed addresses: one cache per shape, handed out again (emptied: the old
@@ -209,29 +213,32 @@ class DecodeSteps:
                                                               zeroed=True)
             for t in [*cache.self_k, *cache.self_v, cache.shared_k, cache.shared_v]:
                 torch._dynamo.mark_static_address(t)
-        return dataclasses.replace(cache, length=0, class_ids=None, condition=None, condition_active=None)
+        return dataclasses.replace(cache, length=0, class_ids=None, condition=None, condition_active=None,
+                                   key_valid=None)
 
     # -- the two steps ------------------------------------------------------------------------------
-    def extend(self, ids: torch.Tensor, cells: torch.Tensor, cache: KVCache, attention: str,
-               eager: bool = False) -> None:
+    def extend(self, ids: torch.Tensor | None, cells: torch.Tensor, cache: KVCache, attention: str,
+               eager: bool = False, embedded: torch.Tensor | None = None) -> None:
         """Pass 1 over ``ids``/``cells`` [R, T] after what ``cache`` holds (``cache.length`` advances by ``T``).
-        ``eager``: run uncompiled over exactly the filled slots (a one-off shape such as an editing prefill)."""
-        R, T = ids.shape
+        ``eager``: run uncompiled over exactly the filled slots (a one-off shape such as an editing prefill or a
+        prompt prefix). ``embedded``: the inputs [R, T, dim] instead of ``ids`` (a prompt prefix; eager)."""
+        R, T = cells.shape
         start = cache.length
-        compiled = self.compiled and not eager
+        compiled = self.compiled and not eager and embedded is None
         W = self.width(T) if compiled else T
         if start + W > cache.capacity:
             raise ARPGError(f"KV cache overflow: {start} + {W} > capacity {cache.capacity}")
         if start == 0:
             if not bool((cells[:, 0] == -1).all()):
                 raise ARPGError("the first token in an empty KV cache must be the class token (cell -1)")
-            cache.class_ids = ids[:, 0]  # what Pass-2 queries start from, with class_queries
+            cache.class_ids = ids[:, 0] if ids is not None else torch.full(  # what Pass-2 queries start from
+                (R,), self.model.config.null_class_id, dtype=torch.long, device=cells.device)
         causal = attention == "causal" and T > 1
         if not compiled:
-            pass1_body(self.model, ids, cells, cache, start, T, start + T, causal, False)
+            pass1_body(self.model, ids, cells, cache, start, T, start + T, causal, False, embedded)
         else:
             window = self._window(start + T, cache)
-            key = ("pass1", R, W, causal, window, ids.dtype, _extras(cache))
+            key = ("pass1", R, W, causal, window, _extras(cache))
             self._run(self._pass1, key, _pad(ids, W), _pad(cells, W), cache, self._scalar(start),
                       self._scalar(T), window, causal, True)
         cache.length = start + T
@@ -277,9 +284,9 @@ class DecodeSteps:
     def _run(self, fn, key: tuple, *args):
         if self.device.type == "cuda":
             torch.compiler.cudagraph_mark_step_begin()  # the previous step's outputs were consumed
-        if key in self.seen:
-            return _cloned(fn(*args)) if self.device.type == "cuda" else fn(*args)
-        if self.freeze:
+        key = key + (is_packed(self.model),)  # packed and plain Linears are different graphs
+        first = key not in self.seen
+        if first and self.freeze:
             self._check_room_for_frozen_graph()
         start = time.perf_counter()
         # One graph per shape: never fall back to eager silently when a schedule needs many of them.
@@ -289,10 +296,12 @@ class DecodeSteps:
             warnings.filterwarnings("ignore", message=".*does not support code generation for complex.*")
             out = fn(*args)
         if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            out = _cloned(out)
-        self.compile_seconds += time.perf_counter() - start
-        self.seen.add(key)
+            out = _cloned(out)  # CUDA-graph outputs live in memory the next replay reuses
+            if first:
+                torch.cuda.synchronize(self.device)
+        if first:
+            self.compile_seconds += time.perf_counter() - start
+            self.seen.add(key)
         return out
 
     def _check_room_for_frozen_graph(self) -> None:
@@ -308,7 +317,6 @@ class DecodeSteps:
 
 
 def _cloned(out):
-    # CUDA-graph outputs live in memory the next replay reuses
     return tuple(o.clone() if isinstance(o, torch.Tensor) else o for o in out)
 
 
