@@ -99,3 +99,28 @@ def editing_model(editing_tok):
     m = ARPG.from_preset("ARPG-tiny", vocab_size=editing_tok.codebook_size, grid_size=4)
     torch.nn.init.normal_(m.head.weight, std=0.5)
     return m.eval()
+
+
+T5_WORDS = ["a", "an", "two", "red", "green", "blue", "cat", "dog", "horse", "to", "the", "left", "of", "right",
+         "above", "below", "zebra", "sheep"]
+
+
+@pytest.fixture(scope="session")
+def tiny_t5(tmp_path_factory):
+    """A 2-layer T5 encoder (width 24) with a word-level tokenizer, saved as a local folder."""
+    transformers = pytest.importorskip("transformers")
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+    folder = tmp_path_factory.mktemp("tiny-t5")
+    vocab = {w: i for i, w in enumerate(["<pad>", "</s>", "<unk>", *T5_WORDS])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>",
+                                                unk_token="<unk>")
+    fast.save_pretrained(folder)
+    torch.manual_seed(0)
+    config = transformers.T5Config(vocab_size=len(vocab), d_model=24, d_kv=8, d_ff=32, num_layers=2, num_heads=3,
+                                   decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    transformers.T5EncoderModel(config).save_pretrained(folder)
+    return folder

@@ -94,6 +94,19 @@ def env(tiny_weights, tmp_path_factory):
     files["BADNPZ"] = str(d / "corrupt.npz")
     np.savez(d / "evil.npz", arr_0=np.array([_Evil()], dtype=object), allow_pickle=True)
     files["EVILNPZ"] = str(d / "evil.npz")
+    # Text-to-image: a tiny text model (no prompt encoder stored with it) and prompt files.
+    from arpg import ARPG, save_model
+    from arpg.vq import load_tokenizer
+
+    vocab = load_tokenizer(files["T"]).codebook_size
+    save_model(ARPG.from_preset("ARPG-tiny-T2I", vocab_size=vocab, grid_size=4), d / "text_model.safetensors")
+    files["TM"] = str(d / "text_model.safetensors")
+    (d / "prompts.jsonl").write_text('{"prompt": "a red cat"}\n')
+    files["PROMPTS"] = str(d / "prompts.jsonl")
+    (d / "badprompts.jsonl").write_text('{"prompt": "a red cat"\n')
+    files["BADPROMPTS"] = str(d / "badprompts.jsonl")
+    (d / "emptyprompt.jsonl").write_text('{"prompt": "  "}\n')
+    files["EMPTYPROMPT"] = str(d / "emptyprompt.jsonl")
     return files
 
 
@@ -107,6 +120,13 @@ BOX = ["--box", "0,0,8,8"]
 #: command -> [(arguments, words the one line must contain)]
 CASES: dict[str, list[tuple[list[str], str]]] = {
     "sample": [
+        (["--model", "TM"], "text-to-image model: use arpg t2i"),
+        (["--prompts", "PROMPTS"], "needs a text-to-image model"),
+        (["--prompts", "BADPROMPTS", "--model", "TM"], "badprompts.jsonl:1 is not JSON"),
+        (["--prompts", "EMPTYPROMPT", "--model", "TM"], "needs a non-empty \"prompt\""),
+        (["--prompts", "MISSING", "--model", "TM"], "cannot read the prompt file"),
+        (["--prompts", "PROMPTS", "--model", "TM", "--labels", "1"], "--prompts and --labels do not combine"),
+        (["--prompts", "PROMPTS", "--model", "TM"], "does not name its prompt encoder"),
         (["--int8", "--dtype", "bf16"], "--int8 computes in float32"),
         (["--compile", "--int8"], "--compile does not take --int8"),
         (["--compile", "bogus"], "invalid choice"),
@@ -264,6 +284,7 @@ CASES: dict[str, list[tuple[list[str], str]]] = {
         (["--out", "FILE"], "is a file, not a folder"),
     ],
     "train": [
+        (["--codes", "CODES", "--out", "@r1", "--preset", "ARPG-tiny-T2I", "--steps", "1"], "codes hold no prompt features"),
         (["--codes", "CODES", "--out", "@r1", "--preset", "ARPG-nano", "--steps", "1", "--device", "bogus"],
          "unknown device"),
         (["--codes", "CODES", "--out", "@r1", "--preset", "ARPG-nano", "--steps", "1", "--lr", "nan"], "finite number"),
@@ -322,6 +343,8 @@ CASES: dict[str, list[tuple[list[str], str]]] = {
          "invalid choice"),
     ],
     "extract-codes": [
+        (["--data", "FOREIGN", "--tokenizer", "T", "--out", "@x1", "--captions"],
+         "neither a folder with metadata.jsonl nor WebDataset .tar shards"),
         (["--data", "animal-mnist", "--tokenizer", "T", "--out", "@x1", "--workers", "-1"], "must be >= 0"),
         (["--data", "animal-mnist", "--tokenizer", "T", "--out", "@x1", "--condition", "depth"], "invalid choice"),
         (["--data", "animal-mnist", "--tokenizer", "T", "--out", "@x1", "--batch-size", "0"], "must be >= 1"),
@@ -423,6 +446,15 @@ CASES: dict[str, list[tuple[list[str], str]]] = {
     "recipes": [
         (["bogus"], "invalid choice"),
     ],
+    "t2i": [
+        (["", "--model", "TM", "--tokenizer", "T"], "the prompt is empty"),
+        (["a cat", "--model", "M", "--tokenizer", "T"], "class-conditional model: use arpg sample --labels"),
+        (["a cat", "--model", "TM", "--tokenizer", "T"], "does not name its prompt encoder"),
+        (["a cat", "--model", "TM", "--tokenizer", "T", "--text-encoder", "MISSING"], "cannot load the text encoder"),
+        (["a cat", "--model", "TM", "--tokenizer", "T", "--num", "0"], "must be >= 1"),
+        (["a cat", "--model", "MISSING", "--tokenizer", "T"], "not found"),
+        (["a cat", "--tokenizer", "T"], "required"),
+    ],
     "bench": [
         (["--skip-run", "--dir", "DIR"], "no benchmark scripts in"),
         (["--device", "bogus"], "unknown device"),
@@ -445,12 +477,14 @@ def _argv(command: str, args: list[str], env: dict[str, str]) -> list[str]:
         if "--tokenizer" not in args:
             extra += ["--tokenizer", "T"]
     if command in {"sample", "sample-fid", "inpaint", "edit", "outpaint", "expand", "train-vq", "train",
-                   "extract-codes", "control"} and "--device" not in args:
+                   "extract-codes", "control", "t2i"} and "--device" not in args:
         extra += ["--device", "cpu"]
     if command == "sample" and "--out" not in args:
         extra += ["--out", "@s_" + str(abs(hash(tuple(args))))]
     if command in {"inpaint", "edit", "outpaint", "expand"} and "--out" not in args:
         extra += ["--out", "@e_" + str(abs(hash(tuple(args)))) + ".png"]
+    if command == "t2i" and "--out" not in args:
+        extra += ["--out", "@t_" + str(abs(hash(tuple(args))))]
     if command == "demo" and "--out" not in args:
         extra += ["--out", "@demo"]
     return [command, *_fill(args + extra, env)]

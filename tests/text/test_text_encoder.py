@@ -12,30 +12,6 @@ from arpg.text import T5TextEncoder, check_prompts, left_pad, load_text_encoder
 
 transformers = pytest.importorskip("transformers")
 
-WORDS = ["a", "an", "two", "red", "green", "blue", "cat", "dog", "horse", "to", "the", "left", "of", "right",
-         "above", "below", "zebra", "sheep"]
-
-
-@pytest.fixture(scope="module")
-def tiny_t5(tmp_path_factory):
-    """A 2-layer T5 encoder (width 24) with a word-level tokenizer, saved as a local folder."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-
-    folder = tmp_path_factory.mktemp("tiny-t5")
-    vocab = {w: i for i, w in enumerate(["<pad>", "</s>", "<unk>", *WORDS])}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>",
-                                                unk_token="<unk>")
-    fast.save_pretrained(folder)
-    torch.manual_seed(0)
-    config = transformers.T5Config(vocab_size=len(vocab), d_model=24, d_kv=8, d_ff=32, num_layers=2, num_heads=3,
-                                   decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
-    transformers.T5EncoderModel(config).save_pretrained(folder)
-    return folder
-
-
 def test_the_tiny_t5_round_trip_left_pads_and_matches_the_model(tiny_t5):
     enc = load_text_encoder(tiny_t5, length=6)
     assert isinstance(enc, T5TextEncoder) and (enc.dim, enc.length) == (24, 6)

@@ -28,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("extract-codes", help="tokenize an image folder (or the bundled set) into code shards",
                        description="Crop and tokenize images once; write codes + labels for arpg train.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True, help="ImageNet-style folder ROOT/<class>/<images>, or 'animal-mnist'")
+    p.add_argument("--data", required=True, help="ImageNet-style folder ROOT/<class>/<images>, 'animal-mnist', or "
+                   "with --captions a caption set")
     p.add_argument("--tokenizer", required=True, help="VQ tokenizer checkpoint (.pt or .safetensors)")
     p.add_argument("--out", required=True, type=output_dir, help="output code folder")
     p.add_argument("--image-size", type=positive_int, default=None,
@@ -50,6 +51,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--condition", default=None, choices=CONDITION_KINDS,
                    help="ControlARPG: also store each crop's condition map (canny: OpenCV edges at the image size, "
                         "needs the control extra; layout: the silhouette at grid size), for arpg train --condition")
+    p.add_argument("--captions", action="store_true",
+                   help="text-to-image: --data is a caption set (a folder with metadata.jsonl: file_name, text; or "
+                        "WebDataset .tar shards: image + .txt/.json caption); also store each caption's prompt "
+                        "features, for arpg train on a text preset (needs the t2i extra)")
+    p.add_argument("--text-encoder", default="google/flan-t5-xl",
+                   help="with --captions: the T5 / UMT5 encoder, a Hub name or a local folder (default: the "
+                        "paper's google/flan-t5-xl)")
+    p.add_argument("--text-len", type=positive_int, default=120,
+                   help="with --captions: prompt tokens kept per caption (longer ones are cut; default 120)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run)
 
@@ -58,7 +68,8 @@ def config_from_args(args: argparse.Namespace) -> ExtractConfig:
     return ExtractConfig(data=args.data, out=str(args.out), tokenizer=args.tokenizer, image_size=args.image_size,
                          crops=args.crops, batch_size=args.batch_size, shard_size=args.shard_size,
                          split=args.split, workers=args.workers, device=args.device, progress=not args.no_progress,
-                         condition=args.condition)
+                         condition=args.condition, captions=args.captions, text_encoder=args.text_encoder,
+                         text_len=args.text_len)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -68,7 +79,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"arpg extract-codes: {i.num_samples} images x {i.num_crops} crops -> {args.out} "
               f"({len(i.shards)} shards, grid {i.grid_size}x{i.grid_size}, vocab {i.vocab_size}, "
               f"{i.num_classes} classes" + (f", {i.condition['kind']} maps {i.condition['side']}x"
-                                            f"{i.condition['side']}" if i.condition else "") + ")" + (f"; resumed, {s.chunks_done_before} shard(s) were already done"
+                                            f"{i.condition['side']}" if i.condition else "") +
+              (f", prompt features {i.text['length']}x{i.text['dim']}" if i.text else "") + ")" + (f"; resumed, {s.chunks_done_before} shard(s) were already done"
                                              if s.chunks_done_before else ""))
         if s.skipped:
             print(f"arpg extract-codes: skipped {s.skipped} unreadable image(s); see {args.out}/{SKIPPED_NAME}")

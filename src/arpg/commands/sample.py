@@ -108,8 +108,32 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "them: memory stays one copy). Default: on wherever it can run (see "
                         "arpg.sampling.runtime); --pack-weights insists (refused where it cannot run), "
                         "--no-pack-weights turns it off")
+    p.add_argument("--prompts", default=None, metavar="FILE.jsonl",
+                   help="text-to-image models: one JSON object per line with a \"prompt\"; writes GenEval's layout "
+                        "(OUT/00000/metadata.jsonl, OUT/00000/samples/0000.png, ...; --num images per prompt, "
+                        "default 4) for the GenEval scorer")
+    p.add_argument("--text-encoder", default=None,
+                   help="with --prompts: the prompt encoder (default: the one stored with the model)")
     add_sampling_args(p)
     p.set_defaults(func=run)
+
+
+def _run_prompts(args: argparse.Namespace) -> int:
+    """``--prompts``: GenEval's folder layout for a prompt file."""
+    from ..sampling.text_folder import read_prompt_file, text_encoder_for, write_geneval_folder
+
+    rows = read_prompt_file(args.prompts)
+    if args.labels is not None:
+        raise ARPGError("--prompts and --labels do not combine: a text model takes prompts, a class model labels")
+    device = pick_device(args.device)
+    model, tok = load_pair(args.model, args.tokenizer, device)
+    if not model.config.texted:
+        raise ARPGError("--prompts needs a text-to-image model; this one is class-conditional (use --labels)")
+    encoder = text_encoder_for(model, args.text_encoder, device)
+    n = write_geneval_folder(model, tok, encoder, rows, args.num or 4, sampling_config(args, model), Path(args.out),
+                             seed=args.seed, batch_size=args.batch_size, dtype=parse_dtype(args.dtype))
+    print(f"arpg sample: {n} images of {len(rows)} prompts -> {args.out} (GenEval layout)")
+    return 0
 
 
 def runtime_request(args: argparse.Namespace) -> Runtime:
@@ -120,10 +144,14 @@ def runtime_request(args: argparse.Namespace) -> Runtime:
 
 def run(args: argparse.Namespace) -> int:
     runtime_request(args).validate(flags=True)  # every combination rule, before anything loads
+    if args.prompts is not None:
+        return _run_prompts(args)
     out = Path(args.out)
     stale = prepare_sample_folder(out)
     device = pick_device(args.device)
     model, tok = load_pair(args.model, args.tokenizer, device)
+    if model.config.texted:
+        raise ARPGError("this is a text-to-image model: use arpg t2i \"PROMPT\" or arpg sample --prompts FILE.jsonl")
     model = apply_int8(args, model)
     labels = parse_labels(args.labels, args.num, model.config.num_classes).to(device)
     sampling = sampling_config(args, model)

@@ -7,11 +7,14 @@ Layout of a code folder::
     DIR/labels-00000.npy     int64 [count]
     DIR/conditions-00000.npy ControlARPG sets only: uint8 [count, num_crops, C, S, S] condition maps, one per
                              crop; binary kinds (canny, layout) packed 8 pixels per byte: [..., S, ceil(S/8)]
+    DIR/text-00000.npy       caption sets only: float16 [count, L, D] prompt features (left-padded)
+    DIR/text_mask-00000.npy  caption sets only: bool [count, L], True where a prompt has a real token
     ...                      a few large shards; read through numpy memory maps, never loaded whole
 
 ``index.json`` holds ``num_samples``, ``grid_size``, ``vocab_size``, ``num_crops``, ``crop_mode``,
 ``image_size``, ``class_names`` (label ``i`` = ``class_names[i]``), the list of shards with their counts and,
-for sets extracted with ``--condition``, ``condition``: ``{"kind", "channels", "side", "stride", "packed"}``.
+for sets extracted with ``--condition``, ``condition``: ``{"kind", "channels", "side", "stride", "packed"}``;
+for caption sets (``--captions``), ``text``: ``{"dim", "length", "encoder"}`` (their labels are all 0).
 
 Which crop a sample gives is a pure function of ``(seed, epoch, index)`` (a counter-based hash): random
 from epoch to epoch, but identical in every worker and every rank, and again after a resume.
@@ -70,6 +73,7 @@ STREAM_CROP = 1  # hash stream ids keep the different uses independent
 STREAM_ORDER = 2
 STREAM_DROP = 3
 STREAM_CONDITION_DROP = 4
+STREAM_CAPTION_DROP = 5
 
 
 # ------------------------------------------------------------------------------------------------
@@ -91,6 +95,7 @@ class CodeIndex:
     tokenizer: str | None = None
     skipped: int = 0
     condition: dict[str, Any] | None = None  # {"kind", "channels", "side", "stride", "packed"} of stored maps
+    text: dict[str, Any] | None = None  # {"dim", "length", "encoder"} of stored prompt features
     format: str = FORMAT
     version: int = VERSION
     extra: dict[str, Any] = field(default_factory=dict)
@@ -143,6 +148,10 @@ def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
 
 def shard_names(shard_id: int) -> tuple[str, str]:
     return f"codes-{shard_id:05d}.npy", f"labels-{shard_id:05d}.npy"
+
+
+def text_shard_names(shard_id: int) -> tuple[str, str]:
+    return f"text-{shard_id:05d}.npy", f"text_mask-{shard_id:05d}.npy"
 
 
 def condition_shard_name(shard_id: int) -> str:
@@ -233,7 +242,8 @@ class CodeDataset(torch.utils.data.Dataset):
         self.epoch = 0
         self._codes: list[np.ndarray] = []
         self._conditions: list[np.ndarray] = []
-        cond = self.index.condition
+        self._text: list[tuple[np.ndarray, np.ndarray]] = []
+        cond, text = self.index.condition, self.index.text
         labels = []
         for s in self.index.shards:
             c = load_npy(self.root / s["codes"], "code shard", mmap=True)
@@ -251,6 +261,15 @@ class CodeDataset(torch.utils.data.Dataset):
                     raise ARPGError(f"shard {s['conditions']} of {self.root} has shape {list(m.shape)}, "
                                     f"index.json says {list(want_m)}")
                 self._conditions.append(m)
+            if text:
+                if "text" not in s:
+                    raise ARPGError(f"{self.root}/index.json lists prompt features but shard {s['codes']} has none")
+                f = load_npy(self.root / s["text"], "prompt feature shard", mmap=True)
+                k = load_npy(self.root / s["text_mask"], "prompt mask shard", mmap=True)
+                if tuple(f.shape) != (s["count"], text["length"], text["dim"]) or tuple(k.shape) != tuple(f.shape[:2]):
+                    raise ARPGError(f"shard {s['text']} of {self.root} has shape {list(f.shape)}, index.json says "
+                                    f"{[s['count'], text['length'], text['dim']]}")
+                self._text.append((f, k))
             self._codes.append(c)
             labels.append(np.asarray(y, dtype=np.int64))
         self.labels = np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64)
@@ -322,6 +341,23 @@ class CodeDataset(torch.utils.data.Dataset):
             rows = np.flatnonzero(shard == s)
             out[rows] = self._conditions[s][idx[rows] - self._starts[s], crop[rows]]
         return to_condition_tensor(unpack_maps(out, cond["side"]) if cond.get("packed") else out)
+
+    def get_text(self, indices: Sequence[int] | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompt features float32 ``[B, L, D]`` and their mask bool ``[B, L]`` of the given samples (caption sets)."""
+        text = self.index.text
+        if not text:
+            raise ARPGError(f"{self.root} holds no prompt features; extract a caption set with arpg extract-codes "
+                            "--captions")
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        feats = np.empty((len(idx), text["length"], text["dim"]), dtype=np.float32)
+        mask = np.empty((len(idx), text["length"]), dtype=bool)
+        shard = np.searchsorted(self._starts, idx, side="right") - 1
+        for s in np.unique(shard):
+            rows = np.flatnonzero(shard == s)
+            f, k = self._text[s]
+            feats[rows] = f[idx[rows] - self._starts[s]]
+            mask[rows] = k[idx[rows] - self._starts[s]]
+        return torch.from_numpy(feats), torch.from_numpy(mask)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         codes, labels = self.get([int(i)])

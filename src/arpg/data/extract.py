@@ -33,7 +33,8 @@ from ..util.distributed import barrier, init_distributed, shutdown
 from ..util.files import atomic_write
 from ..vq import load_tokenizer
 from . import animal_mnist as am
-from .codes import CodeIndex, code_dtype, condition_info, condition_shard_name, save_npy, shard_names
+from .captions import ReadCaptioned, read_captions, save_prompt_features, text_info
+from .codes import CodeIndex, code_dtype, condition_info, condition_shard_name, save_npy, shard_names, text_shard_names
 from .conditions import BINARY_KINDS, condition_stride, make_condition, pack_maps
 from .crops import CROP_MODES, make_crops, to_model_input
 from .folder import read_rgb, scan_image_folder
@@ -59,6 +60,9 @@ class ExtractConfig:
     device: str = "auto"
     progress: bool = True
     condition: str | None = None  # ControlARPG: also store this kind of condition map per crop (canny | layout)
+    captions: bool = False  # data is a caption set (metadata.jsonl folder or WebDataset shards): store prompt features
+    text_encoder: str = "google/flan-t5-xl"  # what encodes the captions (a Hub name or a local folder)
+    text_len: int = 120  # prompt slots kept per caption
 
 
 @dataclass
@@ -83,6 +87,8 @@ class CropSource(torch.utils.data.Dataset):
         self.size, self.crops, self.channels = size, crops, channels
         self.condition: str | None = None
         self.grid = 0
+        self.captions: list[str] | None = None  # caption sets: one per item
+        self.pre_skipped: list[str] = []  # caption-set samples skipped while reading the set
 
     def __len__(self) -> int:
         return len(self.names)
@@ -100,6 +106,13 @@ class CropSource(torch.utils.data.Dataset):
 
 def open_source(cfg: ExtractConfig, channels: int) -> tuple[CropSource, list[str], str]:
     """The image source for ``cfg.data``, its class names and a description for the index."""
+    if cfg.captions:  # one caption per image; labels are all 0
+        cs = read_captions(cfg.data)
+        files = [p for p, offset, _ in cs.sources if offset < 0]
+        size = cfg.image_size or (default_image_size(files) if files else PAPER_IMAGE_SIZE)
+        src = CropSource(cs.names, [0] * len(cs), ReadCaptioned(cs.sources), size, cfg.crops, channels)
+        src.captions, src.pre_skipped = cs.captions, cs.skipped
+        return src, ["text"], cs.description
     if cfg.data == BUNDLED:
         images, labels = am.load_split(cfg.split)
         size = cfg.image_size or am.DEMO_IMAGE_SIZE
@@ -170,18 +183,20 @@ def chunk_json(out: Path, c: int) -> Path:
     return out / f"chunk-{c:05d}.json"
 
 
-def chunk_done(out: Path, c: int, condition: str | None = None) -> bool:
-    names = shard_names(c) + ((condition_shard_name(c),) if condition else ())
+def chunk_done(out: Path, c: int, condition: str | None = None, captions: bool = False) -> bool:
+    names = shard_names(c) + ((condition_shard_name(c),) if condition else ()) + (text_shard_names(c) if captions else ())
     return chunk_json(out, c).exists() and all((out / name).exists() for name in names)
 
 
 def _encode_chunk(tok, src: CropSource, items: range, cfg: ExtractConfig, device: torch.device, n_cells: int,
-                  vocab: int, bar: tqdm) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]], np.ndarray | None]:
+                  vocab: int, bar: tqdm) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]], np.ndarray | None,
+                                                  list[int]]:
     K = CROP_MODES[cfg.crops]
     codes = np.empty((len(items), K, n_cells), dtype=code_dtype(vocab))
     maps = None
     labels = np.empty(len(items), dtype=np.int64)
     skipped: list[tuple[str, str]] = []
+    kept: list[int] = []  # the items whose codes were written, in order
     sub = torch.utils.data.Subset(src, list(items))
     workers = 0 if cfg.data == BUNDLED else (default_workers() if cfg.workers is None else cfg.workers)
     loader = torch.utils.data.DataLoader(sub, batch_size=cfg.batch_size, num_workers=workers,
@@ -199,6 +214,7 @@ def _encode_chunk(tok, src: CropSource, items: range, cfg: ExtractConfig, device
                 raise ARPGError(f"the tokenizer gave {c.shape[-1]} codes per crop, expected {n_cells}")
             codes[n:n + len(good)] = c
             labels[n:n + len(good)] = [b[1] for b in good]
+            kept += [b[2] for b in good]
             if src.condition is not None:
                 m = np.stack([b[4] for b in good])
                 if maps is None:
@@ -206,12 +222,13 @@ def _encode_chunk(tok, src: CropSource, items: range, cfg: ExtractConfig, device
                 maps[n:n + len(good)] = m
             n += len(good)
         bar.update(len(batch))
-    return codes[:n], labels[:n], skipped, None if maps is None else maps[:n]
+    return codes[:n], labels[:n], skipped, None if maps is None else maps[:n], kept
 
 
 def _settings(cfg: ExtractConfig, tok, source: str, num_items: int, size: int) -> dict[str, Any]:
     return {"source": source, "num_items": num_items, "image_size": size, "crop_mode": cfg.crops,
             "num_crops": CROP_MODES[cfg.crops], "shard_size": cfg.shard_size, "condition": cfg.condition,
+            "text": {"encoder": cfg.text_encoder, "length": cfg.text_len} if cfg.captions else None,
             "tokenizer": {"path": str(Path(cfg.tokenizer).resolve()), "config": tok.config.to_dict()}}
 
 
@@ -234,13 +251,14 @@ def chunks_for_rank(n_chunks: int, rank: int, world_size: int) -> list[int]:
     return list(range(rank, n_chunks, world_size))
 
 
-def extract_codes(cfg: ExtractConfig, tokenizer=None, dist_info=None) -> ExtractSummary:
+def extract_codes(cfg: ExtractConfig, tokenizer=None, dist_info=None, text_encoder=None) -> ExtractSummary:
     """Run (or resume) an extraction; joins torchrun's process group when launched by it.
 
     ``tokenizer`` may be given directly (any object with ``encode``, ``config.in_channels``,
     ``config.to_dict()``, ``downsample`` and ``codebook_size``); otherwise it is loaded from ``cfg.tokenizer``.
     ``dist_info`` (a :class:`~arpg.train.distributed.DistInfo`) overrides the rank / world size taken from
-    torchrun's environment; the caller then owns the process group.
+    torchrun's environment; the caller then owns the process group. ``text_encoder`` (caption sets): an
+    :class:`arpg.text.TextEncoder` to use instead of loading ``cfg.text_encoder``.
     """
     if cfg.crops not in CROP_MODES:
         raise ARPGError(f"unknown crop mode {cfg.crops!r}; choose one of {', '.join(CROP_MODES)}")
@@ -258,6 +276,9 @@ def extract_codes(cfg: ExtractConfig, tokenizer=None, dist_info=None) -> Extract
             tok = load_tokenizer(cfg.tokenizer, device=info.device)
         channels = int(tok.config.in_channels)
         src, classes, source = open_source(cfg, channels)
+        if cfg.captions and text_encoder is None:
+            from ..text import load_text_encoder
+            text_encoder = load_text_encoder(cfg.text_encoder, cfg.text_len, device=info.device)
         size = src.size
         f = int(tok.downsample)
         if cfg.image_size is None:
@@ -288,7 +309,7 @@ def extract_codes(cfg: ExtractConfig, tokenizer=None, dist_info=None) -> Extract
 
         n_chunks = max(1, math.ceil(len(src) / cfg.shard_size))
         mine = chunks_for_rank(n_chunks, info.rank, info.world_size)
-        todo = [c for c in mine if not chunk_done(out, c, cfg.condition)]
+        todo = [c for c in mine if not chunk_done(out, c, cfg.condition, cfg.captions)]
 
         def span(c: int) -> range:
             return range(c * cfg.shard_size, min(len(src), (c + 1) * cfg.shard_size))
@@ -300,7 +321,10 @@ def extract_codes(cfg: ExtractConfig, tokenizer=None, dist_info=None) -> Extract
         if hasattr(tok, "eval"):
             tok.eval()
         for c in todo:
-            codes, labels, skipped, maps = _encode_chunk(tok, src, span(c), cfg, info.device, grid * grid, vocab, bar)
+            codes, labels, skipped, maps, kept = _encode_chunk(tok, src, span(c), cfg, info.device, grid * grid,
+                                                               vocab, bar)
+            if cfg.captions:
+                save_prompt_features(out, c, text_encoder, [src.captions[i] for i in kept], cfg.batch_size)
             cname, lname = shard_names(c)
             save_npy(out / cname, codes)
             save_npy(out / lname, labels)
@@ -314,7 +338,7 @@ def extract_codes(cfg: ExtractConfig, tokenizer=None, dist_info=None) -> Extract
         barrier(info)
         index = None
         if info.is_main:
-            index = _write_index(out, n_chunks, settings, grid, vocab, classes)
+            index = _write_index(out, n_chunks, settings, grid, vocab, classes, src.pre_skipped)
         barrier(info)
         done_before = len(mine) - len(todo)
         if index is None:
@@ -326,9 +350,10 @@ def extract_codes(cfg: ExtractConfig, tokenizer=None, dist_info=None) -> Extract
 
 
 def _write_index(out: Path, n_chunks: int, settings: dict[str, Any], grid: int, vocab: int,
-                 classes: list[str]) -> CodeIndex:
+                 classes: list[str], pre_skipped: list[str] = ()) -> CodeIndex:
     kind = settings.get("condition")
-    missing = [c for c in range(n_chunks) if not chunk_done(out, c, kind)]
+    text = settings.get("text")
+    missing = [c for c in range(n_chunks) if not chunk_done(out, c, kind, bool(text))]
     if missing:
         raise ARPGError(f"{len(missing)} chunk(s) of {out} are unfinished (first: {missing[0]}); run the same "
                         "command again to complete them")
@@ -341,14 +366,18 @@ def _write_index(out: Path, n_chunks: int, settings: dict[str, Any], grid: int, 
             shards.append({"codes": cname, "labels": lname, "count": meta["count"]})
             if kind:
                 shards[-1]["conditions"] = condition_shard_name(c)
+            if text:
+                shards[-1]["text"], shards[-1]["text_mask"] = text_shard_names(c)
             total += meta["count"]
-    text = "".join(f"{name}\t{why}\n" for name, why in skipped)
-    atomic_write(out / SKIPPED_NAME, lambda tmp: Path(tmp).write_text(text))
+    skipped += [tuple(line.split(": ", 1)) if ": " in line else (line, "") for line in pre_skipped]
+    report = "".join(f"{name}\t{why}\n" for name, why in skipped)
+    atomic_write(out / SKIPPED_NAME, lambda tmp: Path(tmp).write_text(report))
     index = CodeIndex(num_samples=total, grid_size=grid, vocab_size=vocab, num_crops=settings["num_crops"],
                       class_names=classes, shards=shards, crop_mode=settings["crop_mode"],
                       image_size=settings["image_size"], source=settings["source"],
                       tokenizer=settings["tokenizer"]["path"], skipped=len(skipped),
-                      condition=None if not kind else condition_info(kind, settings["image_size"], grid))
+                      condition=None if not kind else condition_info(kind, settings["image_size"], grid),
+                      text=None if not text else text_info(out, shards, text))
     if total == 0:
         raise ARPGError(f"no image of {settings['source']} could be read ({len(skipped)} skipped; see "
                         f"{out / SKIPPED_NAME})")

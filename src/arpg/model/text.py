@@ -91,3 +91,15 @@ def key_mask(valid: torch.Tensor, queries: torch.Tensor, keys: int) -> torch.Ten
     full[:, :min(K, keys)] = valid[:, :keys]
     own = torch.arange(keys, device=valid.device)[None, :] == queries[:, None]  # [Q, keys]
     return (full[:, None, :] | own[None]).unsqueeze(1)
+
+
+def prefix_masks(valid: torch.Tensor, L: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Teacher-forced masks with a prompt prefix of ``L`` slots (``valid`` [B, L]): Pass 1 over ``L + n - 1``
+    inputs, causal, never a padded prompt slot; Pass 2's query ``i`` sees the prompt and the first ``i`` tokens."""
+    T = L + n - 1
+    pos = torch.arange(T, device=valid.device)
+    causal = pos[None, :] <= pos[:, None]  # [T, T]
+    mask_1 = key_mask(valid, pos, T) & causal
+    sees = pos[None, :] <= (L - 1 + torch.arange(n, device=valid.device))[:, None]  # [n, T]
+    mask_2 = key_mask(valid, torch.full((n,), -1, device=valid.device), T) & sees
+    return mask_1, mask_2

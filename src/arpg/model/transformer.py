@@ -33,7 +33,7 @@ from .control import build_encoder, check_condition, condition_queries
 from .lean_training import lean_applies, norm_linears
 from .loss import DEFAULT_CHUNK_ROWS, head_cross_entropy
 from .rope import apply_rope, build_rope_table, position_index
-from .text import CaptionProjector, check_text, key_mask
+from .text import CaptionProjector, check_text, key_mask, prefix_masks
 
 ATTENTION_MODES = ("block", "causal")
 
@@ -67,6 +67,8 @@ class ARPG(nn.Module, PretrainedMixin):
         # its dict (as read from a file). arpg.generate fills every argument the caller leaves unset from it
         # (else from the pinned recipe of the architecture).
         self.sampling: Any = None
+        # Text models: the prompt encoder their features came from (a Hub name or folder), stored with the weights.
+        self.text_encoder: str | None = None
         self.reset_parameters()
 
     @classmethod
@@ -247,7 +249,7 @@ class ARPG(nn.Module, PretrainedMixin):
             prefix, valid = self.prompt_prefix(text, text_mask, drop_text)
             cls_ids = torch.full((B,), cfg.null_class_id, dtype=torch.long, device=tokens.device)  # (unused)
             start = prefix.to(self.embeddings.weight.dtype)
-            mask_1, mask_2 = _prefix_masks(valid, cfg.text_len, n)
+            mask_1, mask_2 = prefix_masks(valid, cfg.text_len, n)
         else:
             cls_ids = self.class_ids(labels)
             if drop_labels is None and self.training and cfg.class_dropout > 0:
@@ -364,18 +366,6 @@ class ARPG(nn.Module, PretrainedMixin):
               guidance: tuple[int, torch.Tensor | float] | None = None) -> torch.Tensor:
         """:meth:`pass2` over everything ``cache`` holds."""
         return self.pass2(cells, cache, cache.length, None, guidance)
-
-
-def _prefix_masks(valid: torch.Tensor, L: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Teacher-forced masks with a prompt prefix of ``L`` slots (``valid`` [B, L]): Pass 1 over ``L + n - 1``
-    inputs, causal, never a padded prompt slot; Pass 2's query ``i`` sees the prompt and the first ``i`` tokens."""
-    T = L + n - 1
-    pos = torch.arange(T, device=valid.device)
-    causal = pos[None, :] <= pos[:, None]  # [T, T]
-    mask_1 = key_mask(valid, pos, T) & causal
-    sees = pos[None, :] <= (L - 1 + torch.arange(n, device=valid.device))[:, None]  # [n, T]
-    mask_2 = key_mask(valid, torch.full((n,), -1, device=valid.device), T) & sees
-    return mask_1, mask_2
 
 
 def _direct(block: nn.Module, *args) -> torch.Tensor:

@@ -103,6 +103,8 @@ def load_model(path: str | os.PathLike, preset: str | None = None, *, device: st
         if not isinstance(extras["sampling"], dict):
             raise CheckpointError(f"{path} stores sampling settings that are not a JSON object")
         model.sampling = dict(extras["sampling"])  # checked where it is used: arpg.sampling.recommended_sampling
+    if isinstance(extras.get("text_encoder"), str):
+        model.text_encoder = extras["text_encoder"]  # what made its prompt features (text models)
     if dtype is not None:
         model = model.to(dtype)
     return model.eval()
@@ -115,5 +117,7 @@ def save_model(model, path: str | os.PathLike, metadata: Mapping[str, str] | Non
     settings = getattr(model, "sampling", None)
     if settings is not None:
         meta["sampling"] = json.dumps(settings if isinstance(settings, dict) else settings.to_dict())
+    if getattr(model, "text_encoder", None):
+        meta["text_encoder"] = model.text_encoder
     meta.update(metadata or {})
     atomic_write(path, lambda tmp: save_file(sd, tmp, metadata=meta))

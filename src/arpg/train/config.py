@@ -132,7 +132,10 @@ def check_init_config(init_config: dict | None, model_cfg: ARPGConfig, path: str
         return
     # A field missing from an older file had its default value then.
     defaults = {f.name: f.default for f in dataclasses.fields(ARPGConfig)}
-    diff = [f"{k}={init_config.get(k, defaults[k])!r} (model: {getattr(model_cfg, k)!r})" for k in SHAPELESS_FIELDS
+    fields = SHAPELESS_FIELDS
+    if model_cfg.texted and not init_config.get("text_dim"):  # class -> text: the class token is not used any more
+        fields = tuple(k for k in fields if k not in ("class_rope", "class_queries"))
+    diff = [f"{k}={init_config.get(k, defaults[k])!r} (model: {getattr(model_cfg, k)!r})" for k in fields
             if init_config.get(k, defaults[k]) != getattr(model_cfg, k)]
     if diff:
         raise ARPGError(f"--init {path} was trained with a different config: {'; '.join(diff)}; pass the same "
@@ -171,6 +174,17 @@ def resolve_model_config(preset: str | None, overrides: dict[str, Any], index: C
                          condition_kind=condition)
     elif overrides.get("condition_channels"):
         raise ARPGError("condition_channels is set but --condition is not: say which of the codes' maps to train on")
+    text = index.text
+    if text:  # a caption set: the model takes its prompt features (any preset becomes a text-to-image model)
+        for key, have in (("text_dim", text["dim"]), ("text_len", text["length"])):
+            if overrides.get(key, have) != have:
+                raise ARPGError(f"the codes hold prompt features with {key}={have} but the model config says "
+                                f"{key}={overrides[key]}")
+            overrides[key] = have
+        overrides["class_rope"] = "identity"  # prompt keys must be attendable (arpg.model.text)
+    elif overrides.get("text_dim") or get_preset(preset).texted:
+        raise ARPGError(f"preset {preset} is text-to-image but the codes hold no prompt features; extract a caption "
+                        "set with arpg extract-codes --captions")
     cfg = get_preset(preset, **overrides)
     notes, fit = [], {}
     for key, have in (("grid_size", index.grid_size), ("vocab_size", index.vocab_size),

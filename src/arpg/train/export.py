@@ -45,12 +45,14 @@ def plain_model(config: ARPGConfig, sd: dict, device: torch.device) -> ARPG:
     return model.eval()
 
 
-def export_weights(out: Path, config: ARPGConfig, model_sd: dict, ema_sd: dict | None) -> tuple[Path, Path | None]:
-    """``out/final.safetensors`` (and ``out/final-ema.safetensors``) with the config in the metadata."""
+def export_weights(out: Path, config: ARPGConfig, model_sd: dict, ema_sd: dict | None,
+                   metadata: dict[str, str] | None = None) -> tuple[Path, Path | None]:
+    """``out/final.safetensors`` (and ``out/final-ema.safetensors``) with the config (and ``metadata``, e.g. a
+    text model's prompt encoder) in the metadata."""
     raw = out / "final.safetensors"
-    save_model(plain_model(config, model_sd, torch.device("cpu")), raw)
+    save_model(plain_model(config, model_sd, torch.device("cpu")), raw, metadata)
     ema_path = None
     if ema_sd is not None:
         ema_path = out / "final-ema.safetensors"
-        save_model(plain_model(config, ema_sd, torch.device("cpu")), ema_path)
+        save_model(plain_model(config, ema_sd, torch.device("cpu")), ema_path, metadata)
     return raw, ema_path

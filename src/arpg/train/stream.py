@@ -24,15 +24,17 @@ import functools
 import numpy as np
 import torch
 
-from ..data.codes import STREAM_CONDITION_DROP, STREAM_DROP, STREAM_ORDER, CodeDataset, hash64, hash_uniform
+from ..data.codes import STREAM_CAPTION_DROP, STREAM_CONDITION_DROP, STREAM_DROP, STREAM_ORDER, CodeDataset, hash64, hash_uniform
 
 
 class SampleStream:
-    def __init__(self, dataset: CodeDataset, seed: int, class_dropout: float = 0.0, condition_dropout: float = 0.0):
+    def __init__(self, dataset: CodeDataset, seed: int, class_dropout: float = 0.0, condition_dropout: float = 0.0,
+                 caption_dropout: float = 0.0):
         self.dataset = dataset
         self.seed = int(seed)
         self.class_dropout = float(class_dropout)
         self.condition_dropout = float(condition_dropout)
+        self.caption_dropout = float(caption_dropout)
         self.n = len(dataset)
         self._perm = functools.lru_cache(maxsize=2)(self._permutation)
 
@@ -82,3 +84,14 @@ class SampleStream:
             return maps, torch.zeros(len(positions), dtype=torch.bool)
         drop = hash_uniform(self.seed, STREAM_CONDITION_DROP, positions) < self.condition_dropout
         return maps, torch.from_numpy(drop)
+
+    def captions(self, positions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Caption sets: ``(features [B, L, D], mask [B, L], drop [B])`` of the samples :meth:`batch` reads;
+        ``drop`` marks the captions the model replaces by its null caption (``ARPG.forward(..., drop_text=drop)``),
+        a pure function of ``(seed, position)`` like everything else here."""
+        idx, _ = self.indices(positions)
+        feats, mask = self.dataset.get_text(idx)
+        if self.caption_dropout <= 0:
+            return feats, mask, torch.zeros(len(positions), dtype=torch.bool)
+        drop = hash_uniform(self.seed, STREAM_CAPTION_DROP, positions) < self.caption_dropout
+        return feats, mask, torch.from_numpy(drop)

@@ -93,21 +93,21 @@ class Trainer:
         self.schedule = WarmupCosine(self.base_lr, scaled_lr(cfg.min_lr, cfg.batch_size),
                                      warmup_steps(cfg.warmup, self.total_steps), self.total_steps)
         self.stream = SampleStream(self.data, cfg.seed, self.model_cfg.class_dropout,
-                                   self.model_cfg.condition_dropout if self.model_cfg.controlled else 0.0)
+                                   self.model_cfg.condition_dropout if self.model_cfg.controlled else 0.0,
+                                   self.model_cfg.caption_dropout if self.model_cfg.texted else 0.0)
 
         resume_path = self._resume_path()
-        # The model: identical initial weights on every rank (same seed). Class dropout is the model's, with
-        # the stream choosing which samples drop (see train_step).
+        # The model: identical initial weights on every rank (same seed); the stream chooses what drops.
         torch.manual_seed(cfg.seed)
         with torch.device(d.device):
             model = ARPG(self.model_cfg)
         if cfg.init and resume_path is None:
             sd, extras = read_checkpoint(cfg.init)
             check_init_config(extras.get("config"), self.model_cfg, cfg.init)
-            fresh = [k for k in model.state_dict() if k.startswith("condition_encoder.") and k not in sd]
-            if fresh:  # fine-tuning a class-conditional model into a ControlARPG one: the encoder starts new
+            fresh = [k for k in model.state_dict() if k.startswith(("condition_encoder.", "caption.")) and k not in sd]
+            if fresh:  # from a class-conditional model to a ControlARPG or text one: the new module starts fresh
                 sd = {**sd, **{k: model.state_dict()[k] for k in fresh}}
-                notes.append(f"the condition encoder ({len(fresh)} tensors) starts fresh; the rest comes from {cfg.init}")
+                notes.append(f"{fresh[0].split('.')[0]} ({len(fresh)} tensors) starts fresh; the rest comes from {cfg.init}")
             load_state_strict(model, sd, cfg.init, suggest=suggest_preset)
         self.model = model
         self.wrapped = wrap_model(model, d, cfg.fsdp)
@@ -265,17 +265,20 @@ class Trainer:
         if self.cfg.tokenizer and self._tokenizer is None:
             self._tokenizer = load_tokenizer(self.cfg.tokenizer, device=self.dist.device)
         model = plain_model(self.model_cfg, ema_sd if ema_sd is not None else model_sd, self.dist.device)
+        # a text model draws the first captions of the set
+        prompts = self.data.get_text(np.arange(min(self.cfg.sample_count, len(self.data)))) if self.model_cfg.texted else None
         return save_preview(model, self.out / "samples", self.step, count=self.cfg.sample_count,
                             steps=self.cfg.sample_steps, cfg_scale=self.cfg.sample_cfg, seed=self.cfg.seed,
                             dtype=self.amp_dtype if self.amp_dtype != torch.float32 else None,
-                            tokenizer=self._tokenizer)
+                            tokenizer=self._tokenizer, prompts=prompts)
 
     def export(self) -> tuple[Path | None, Path | None]:
         """Final raw and EMA weights as .safetensors with the config (rank 0 writes)."""
         model_sd, ema_sd, _ = self._full_state_dicts(with_optimizer=False)
         if not self.dist.is_main:
             return None, None
-        return export_weights(self.out, self.model_cfg, model_sd, ema_sd)
+        text = self.data.index.text if self.model_cfg.texted else None
+        return export_weights(self.out, self.model_cfg, model_sd, ema_sd, text and {"text_encoder": text["encoder"]})
 
     # -- training ---------------------------------------------------------------------------------
     def _stop(self, what: str) -> None:
@@ -294,6 +297,10 @@ class Trainer:
             pos = self.stream.positions(self.step, m, d.rank, d.world_size, cfg.grad_accum, self.micro_batch)
             tokens, labels, orders, drop = (t.to(d.device, non_blocking=True) for t in self.stream.batch(pos))
             control = {}
+            if self.model_cfg.texted:  # prompt features in place of labels
+                feats, mask, tdrop = (t.to(d.device, non_blocking=True) for t in self.stream.captions(pos))
+                control = {"text": feats, "text_mask": mask, "drop_text": tdrop}
+                labels, drop = None, None
             if self.model_cfg.controlled:
                 maps, cdrop = self.stream.conditions(pos)
                 control = {"condition": maps.to(d.device, non_blocking=True),

@@ -62,6 +62,8 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
                 extras["config_kind"] = key
         if "sampling" in meta:
             extras["sampling"] = json.loads(meta["sampling"])
+        if "text_encoder" in meta:
+            extras["text_encoder"] = meta["text_encoder"]
     except ValueError as e:
         raise CheckpointError(f"{path} has unreadable metadata ({e})") from None
     return sd, extras
