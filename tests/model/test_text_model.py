@@ -136,3 +136,47 @@ def test_bad_text_requests_fail_in_one_line(call, match):
     with pytest.raises(ARPGError, match=match) as e:
         call(m, t)
     assert "\n" not in str(e.value)
+
+
+def test_prompted_inpainting_keeps_the_known_cells_and_packing_keeps_the_tokens(monkeypatch):
+    """Editing under a prompt (known cells prefilled after the prompt prefix), and the default packed path."""
+    import arpg.sampling.runtime as runtime_mod
+
+    m = _text_model()
+    gen = torch.Generator().manual_seed(random.randrange(10**6))
+    cfg = m.config
+    text, mask = _features(m, 2, gen)
+    known = torch.rand(2, cfg.n_cells, generator=gen) < 0.5
+    codes = torch.randint(0, cfg.vocab_size, (2, cfg.n_cells), generator=gen)
+    seed = random.randrange(10**6)
+    kw = dict(text=text, text_mask=mask, known_codes=codes, known_mask=known, steps=3, cfg_scale=2.0,
+              token_draw="inverse-cdf")
+    plain = arpg.generate(m, generator=torch.Generator().manual_seed(seed), pack_weights=False, **kw)
+    assert torch.equal(plain[known], codes[known])
+    if arpg.speedups.packing_available(torch.float32) is None:
+        monkeypatch.setattr(runtime_mod, "PACK_MIN_DIM", 0)
+        packed = arpg.generate(m, generator=torch.Generator().manual_seed(seed), **kw)
+        assert (packed == plain).float().mean() > 0.9  # packed matmuls: float rounding may move a draw
+
+
+def test_a_tiny_model_learns_to_follow_its_caption():
+    """Two captions, two kinds of image (codes from the low or the high half of the vocabulary): after a short
+    training the model samples the kind its caption names, far above chance."""
+    torch.manual_seed(random.randrange(10**6))
+    m = ARPG.from_preset("ARPG-tiny-T2I", grid_size=4, vocab_size=16, text_len=3, text_dim=8, caption_dropout=0.1)
+    cfg = m.config
+    captions = torch.randn(2, cfg.text_len, cfg.text_dim)  # two fixed prompts' features
+    opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
+    m.train()
+    for _ in range(150):
+        kind = torch.randint(0, 2, (16,))
+        tokens = torch.randint(0, 8, (16, cfg.n_cells)) + 8 * kind[:, None]
+        loss = m(tokens, None, text=captions[kind], return_loss=True)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    m.eval()
+    kind = torch.tensor([0, 1] * 8)
+    codes = arpg.generate(m, text=captions[kind], steps=4, cfg_scale=3.0, generator=torch.Generator().manual_seed(0))
+    follows = ((codes >= 8).long() == kind[:, None]).float().mean().item()
+    assert follows > 0.9, follows  # chance: 0.5

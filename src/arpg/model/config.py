@@ -184,9 +184,9 @@ ARPG_PRESETS: dict[str, dict[str, Any]] = {
     # and class-aware queries (the pilots that chose this: benchmarks/results/demo_pilots.md).
     "ARPG-demo": dict(dim=192, n_layer=6, n_head=3, vocab_size=256, num_classes=10, grid_size=8,
                       multiple_of=64, class_rope="identity", class_queries=True, **_NO_DROPOUT),
-    # Text-to-image: ARPG-XL on FLAN-T5-XL features (2048 wide, 120 tokens), the paper's later version; and a
-    # tiny one for tests.
-    "ARPG-XL-T2I": dict(dim=1280, n_layer=36, n_head=20, num_classes=1, text_dim=2048, text_len=120,
+    # Text-to-image: ARPG-XL on FLAN-T5-XL features (2048 wide, 120 tokens) at 512 px (a 32x32 grid of a
+    # 16x-downsampling tokenizer), the paper's later version; and a tiny one for tests.
+    "ARPG-XL-T2I": dict(dim=1280, n_layer=36, n_head=20, num_classes=1, grid_size=32, text_dim=2048, text_len=120,
                         class_rope="identity"),
     "ARPG-tiny-T2I": dict(dim=64, n_layer=4, n_head=4, vocab_size=64, num_classes=1, grid_size=8, multiple_of=32,
                           text_dim=24, text_len=6, class_rope="identity", **_NO_DROPOUT),
