@@ -124,3 +124,22 @@ def tiny_t5(tmp_path_factory):
                                    decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
     transformers.T5EncoderModel(config).save_pretrained(folder)
     return folder
+
+
+def run_torchrun(cli_args: list[str], nproc: int = 2, timeout: int = 240):
+    """``python -m torch.distributed.run --nproc_per_node N -m arpg.cli ARGS`` on a free local port (gloo on a CPU),
+    one thread per process; returns the finished process."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(repo / "src"))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_addr",
+           "127.0.0.1", "--master_port", str(port), "-m", "arpg.cli", *cli_args]
+    return subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=timeout)

@@ -124,3 +124,43 @@ def test_caption_folder_refusals(tmp_path):
     (root / "metadata.jsonl").write_text('{"file_name": "x.png"\n')
     with pytest.raises(ARPGError, match="metadata.jsonl:1 is not JSON"):
         read_caption_folder(root)
+
+
+def test_caption_extraction_by_two_ranks_equals_one(caption_folder, tiny_weights, tiny_t5, tmp_path):
+    """Ranks take disjoint chunks (run here one after the other, as two processes of torchrun would): the codes,
+    prompt features and index equal a one-process extraction's."""
+    from arpg.data.extract import ExtractConfig, extract_codes
+    from arpg.util.distributed import DistInfo
+
+    def cfg(out):
+        return ExtractConfig(data=str(caption_folder), out=str(out), tokenizer=str(tiny_weights / "vq.safetensors"),
+                             image_size=16, crops="single", shard_size=5, workers=0, device="cpu", progress=False,
+                             captions=True, text_encoder=str(tiny_t5), text_len=6)
+
+    two = tmp_path / "two"
+    assert extract_codes(cfg(two), dist_info=DistInfo(rank=1, world_size=2)).index is None
+    s0 = extract_codes(cfg(two), dist_info=DistInfo(rank=0, world_size=2))
+    extract_codes(cfg(tmp_path / "one"))
+    a, b = CodeDataset(two), CodeDataset(tmp_path / "one")
+    assert s0.num_samples == 12 and a.index.shards == b.index.shards and a.index.text == b.index.text
+    idx = np.arange(12)
+    assert torch.equal(a.get(idx)[0], b.get(idx)[0])
+    fa, ma = a.get_text(idx)
+    fb, mb = b.get_text(idx)
+    assert torch.equal(fa, fb) and torch.equal(ma, mb)
+
+
+@pytest.mark.slow
+def test_caption_extraction_under_torchrun_with_two_gloo_ranks(caption_folder, tiny_weights, tiny_t5, tmp_path):
+    from conftest import run_torchrun
+
+    args = ["extract-codes", "--data", str(caption_folder), "--tokenizer", str(tiny_weights / "vq.safetensors"),
+            "--captions", "--text-encoder", str(tiny_t5), "--text-len", "6", "--image-size", "16", "--single-crop",
+            "--shard-size", "5", "--workers", "0", "--device", "cpu", "--no-progress"]
+    p = run_torchrun([*args, "--out", str(tmp_path / "two")], timeout=300)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    a, b = CodeDataset(tmp_path / "two"), CodeDataset(tmp_path / "one")
+    assert a.index.shards == b.index.shards
+    idx = np.arange(len(b))
+    assert torch.equal(a.get(idx)[0], b.get(idx)[0]) and torch.equal(a.get_text(idx)[0], b.get_text(idx)[0])

@@ -1,10 +1,6 @@
 """arpg extract-codes: folders and the bundled set, crops, unreadable images, resume, ranks."""
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,6 +14,7 @@ from arpg.data.codes import CodeDataset
 from arpg.data.crops import make_crops, to_model_input
 from arpg.data.extract import ExtractConfig, extract_codes
 from arpg.errors import ARPGError
+from conftest import run_torchrun
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -153,13 +150,7 @@ def test_two_ranks_split_the_work_and_match_one_process(folder, tmp_path):
     save_tokenizer(VQTokenizer.from_preset("VQ-tiny"), tok_path)
     args = ["extract-codes", "--data", str(folder), "--tokenizer", str(tok_path), "--image-size", "16",
             "--shard-size", "3", "--batch-size", "2", "--workers", "0", "--device", "cpu", "--no-progress"]
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO / "src"))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(port), "-m", "arpg.cli", *args, "--out", str(tmp_path / "two")]
-    p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    p = run_torchrun([*args, "--out", str(tmp_path / "two")])
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     assert "9 images x 10 crops" in p.stdout and "skipped 2 unreadable" in p.stdout
     from arpg.cli import main

@@ -139,3 +139,14 @@ def test_trainer_preview_sampling_changes_nothing_in_the_run(tmp_path):
                           sample_steps=4, save_every=100)
         losses[every] = train(cfg).losses
     assert losses[0] == losses[2]
+
+
+@needs_onednn
+def test_pack_once_packs_where_each_call_would(tiny_model):
+    """A process that samples one model many times packs it once; later calls find it packed and leave it so."""
+    assert not runtime.pack_once(tiny_model, dtype=torch.float16)  # a call with a copy would not pack the model
+    assert not runtime.pack_once(tiny_model, pack_weights=False)
+    assert runtime.pack_once(tiny_model) and speedups.is_packed(tiny_model)
+    assert not resolve_runtime(tiny_model).packed_for_call
+    arpg.generate(tiny_model, [1, 2], steps=2)
+    assert speedups.is_packed(tiny_model)

@@ -7,6 +7,7 @@ import argparse
 from ..demo.assets import demo_paths
 from ..eval.sample_fid import sample_for_eval
 from ..util.distributed import barrier, init_distributed, shutdown
+from ..sampling.runtime import pack_once
 from .sample import load_pair
 from ..model import ATTENTION_MODES
 from ..sampling.guidance import CFG_SCHEDULES
@@ -64,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     info = init_distributed(args.device)
     try:
         model, tok = load_pair(args.model, args.tokenizer, info.device)
+        pack_once(model, dtype=parse_dtype(args.dtype))  # many calls: packed once, not per call
         recipe = recipe_for_model(model, tok, args.recipe)
         changes = {k: getattr(args, k) for k in OVERRIDES if getattr(args, k) is not None}
         recipe = recipe.replace(**changes) if changes else recipe

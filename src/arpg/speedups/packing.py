@@ -53,9 +53,11 @@ def _stand_in(like: torch.Tensor) -> torch.Tensor:
     return torch.zeros(1, dtype=like.dtype, device=like.device).expand(like.shape)
 
 
-#: Give freed pages back to the OS after each weight at least this big (and once at the end): resident memory
-#: then stays about one copy of the weights while they are moved, without a heap walk per small matrix.
-TRIM_BYTES = 8 << 20
+#: Give freed pages back to the OS after each weight at least this big (and once at the end), so resident memory
+#: stays one copy of the weights while they move. 0 = after every weight: with 8 MiB (fewer heap walks, about
+#: 0.03 s less per call for a dim-512 model) a batch-1 call's peak rose from about the published sampler's to
+#: 1.6x it (benchmarks/results/default_path.md), as glibc kept the freed small matrices.
+TRIM_BYTES = 0
 
 
 def _trim_after(weight: torch.Tensor) -> None:
