@@ -54,20 +54,19 @@ def check_cached_equals_teacher_forced(device, preset: str) -> tuple[bool, str]:
     labels = torch.arange(2, device=device) % model.config.num_classes
     orders = make_orders("random", 2, model.config.grid_size, generator=torch.Generator().manual_seed(1)).to(device)
     seen = []
-    import arpg.sampling.sampler as sampler
+    original = model.pass2  # the network's one Pass-2 decoding step: record what each step's draw reads
 
-    original = sampler.sample_tokens
-
-    def record(logits, *a, **k):
+    def record(*a, **k):
+        logits = original(*a, **k)
         seen.append(logits.float().clone())
-        return original(logits, *a, **k)
+        return logits
 
-    sampler.sample_tokens = record
-    try:
+    model.pass2 = record
+    try:  # fp32 asked for: on a GPU the default would run bf16 weights
         codes = arpg.generate(model, labels, steps=n, order=orders, attention="causal", cfg_scale=1.0,
-                              generator=torch.Generator(device=device).manual_seed(2))
+                              dtype=torch.float32, generator=torch.Generator(device=device).manual_seed(2))
     finally:
-        sampler.sample_tokens = original
+        del model.pass2
     got = torch.cat(seen, dim=1)
     with torch.no_grad():
         ref = model(codes, labels, orders)
