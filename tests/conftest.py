@@ -143,3 +143,17 @@ def run_torchrun(cli_args: list[str], nproc: int = 2, timeout: int = 240):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_addr",
            "127.0.0.1", "--master_port", str(port), "-m", "arpg.cli", *cli_args]
     return subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def record_pass2_logits(monkeypatch, model) -> list:
+    """The logits of every Pass-2 step of ``model`` (the network's one Pass-2 decoding step), in decoding order."""
+    seen = []
+    original = model.pass2
+
+    def recording(*a, **k):
+        logits = original(*a, **k)
+        seen.append(logits.clone())
+        return logits
+
+    monkeypatch.setattr(model, "pass2", recording)
+    return seen

@@ -9,6 +9,7 @@ import torch
 import arpg
 from arpg import ARPG, ARPGError
 from arpg.model import random_orders
+from conftest import record_pass2_logits
 
 
 def _text_model(seed=None):
@@ -65,15 +66,7 @@ def test_causal_decoding_equals_teacher_forcing_with_a_prefix(monkeypatch):
     m = _text_model()
     gen = torch.Generator().manual_seed(random.randrange(10**6))
     text, mask = _features(m, 2, gen)
-    seen = []
-    original = m.pass2
-
-    def recording(*a, **k):
-        logits = original(*a, **k)
-        seen.append(logits.clone())
-        return logits
-
-    monkeypatch.setattr(m, "pass2", recording)
+    seen = record_pass2_logits(monkeypatch, m)
     orders = random_orders(2, m.config.n_cells, generator=gen)
     codes = arpg.generate(m, text=text, text_mask=mask, steps=m.config.n_cells, cfg_scale=1.0, order=orders,
                           attention="causal", generator=gen)

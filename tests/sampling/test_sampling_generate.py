@@ -6,29 +6,16 @@ from arpg import ARPGError, generate
 from arpg.sampling.guidance import filter_logits
 from arpg.sampling.orders import make_orders
 from arpg.sampling.reference import reference_generate
+from conftest import record_pass2_logits
 
 
 def _gen(seed):
     return torch.Generator().manual_seed(seed)
 
 
-def _record_logits(monkeypatch, model):
-    """The logits of every Pass-2 step of ``model`` (the network's one Pass-2 step), in decoding order."""
-    seen = []
-    original = model.pass2
-
-    def recording(*a, **k):
-        logits = original(*a, **k)
-        seen.append(logits.clone())
-        return logits
-
-    monkeypatch.setattr(model, "pass2", recording)
-    return seen
-
-
 def test_causal_one_token_per_step_equals_teacher_forcing(any_tiny_model, monkeypatch):
     tiny_model = any_tiny_model
-    seen = _record_logits(monkeypatch, tiny_model)
+    seen = record_pass2_logits(monkeypatch, tiny_model)
     labels = torch.tensor([3, 7])
     orders = make_orders("random", 2, 8, generator=_gen(1))
     codes = generate(tiny_model, labels, steps=64, order=orders, attention="causal", generator=_gen(2))

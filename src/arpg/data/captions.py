@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ARPGError
-from ..util.files import load_npy
+from ..util.files import load_npy, read_jsonl
 from .codes import save_npy, text_shard_names
 from .folder import IMAGE_EXTENSIONS, read_rgb
 
@@ -64,13 +64,7 @@ def read_caption_folder(root: str | os.PathLike) -> CaptionSet:
     if not meta.is_file():
         raise ARPGError(f"{root} has no {METADATA} (one JSON object per line: file_name, text)")
     sources, captions, skipped = [], [], []
-    for n, line in enumerate(meta.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ARPGError(f"{meta}:{n} is not JSON ({e.msg})") from None
+    for n, row in read_jsonl(meta, "caption metadata"):
         if not isinstance(row, dict) or not isinstance(row.get("file_name"), str) or "text" not in row:
             raise ARPGError(f"{meta}:{n} needs a file_name and a text")
         path = root / row["file_name"]

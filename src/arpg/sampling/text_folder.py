@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from ..errors import ARPGError
+from ..util.files import read_jsonl
 from ..util.images import make_grid, to_pil, to_uint8
 from ..text import load_text_encoder
 from .sampler import generate
@@ -25,19 +26,8 @@ RECORD = "t2i.json"
 
 def read_prompt_file(path: str | Path) -> list[dict[str, Any]]:
     """The lines of a GenEval-style prompt file: JSON objects with a ``prompt`` string (one-line errors)."""
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise ARPGError(f"cannot read the prompt file {path}: {type(e).__name__}") from None
     rows = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ARPGError(f"{path}:{n} is not JSON ({e.msg})") from None
+    for n, row in read_jsonl(path, "prompt file"):
         if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
             raise ARPGError(f"{path}:{n} needs a non-empty \"prompt\" string")
         rows.append(row)

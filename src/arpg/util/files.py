@@ -11,6 +11,7 @@ two cases apart because users act on them differently:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 import warnings
@@ -162,3 +163,21 @@ def load_npy(path: str | os.PathLike, what: str = "array file", mmap: bool = Fal
     if not isinstance(arr, np.ndarray):
         raise ARPGError(f"{path} is not a {what}: it holds several arrays (.npz), one was expected")
     return arr
+
+
+def read_jsonl(path: str | os.PathLike, what: str = "file") -> list[tuple[int, Any]]:
+    """``(line number, object)`` for every non-blank line of a JSON-lines file; one-line :class:`ARPGError` for
+    a file that cannot be read or a line that is not JSON (naming ``path:line``)."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ARPGError(f"cannot read the {what} {path}: {type(e).__name__}") from None
+    rows = []
+    for n, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                rows.append((n, json.loads(line)))
+            except json.JSONDecodeError as e:
+                raise ARPGError(f"{path}:{n} is not JSON ({e.msg})") from None
+    return rows
