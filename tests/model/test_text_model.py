@@ -173,3 +173,20 @@ def test_a_tiny_model_learns_to_follow_its_caption():
     codes = arpg.generate(m, text=captions[kind], steps=4, cfg_scale=3.0, generator=torch.Generator().manual_seed(0))
     follows = ((codes >= 8).long() == kind[:, None]).float().mean().item()
     assert follows > 0.9, follows  # chance: 0.5
+
+
+def test_outpainting_by_prompt_keeps_the_image_and_fills_the_canvas():
+    """The editing functions pass a prompt through (labels=None, text=...): window by window, known cells stay."""
+    from arpg.editing.canvas import fill_canvas
+
+    m = _text_model()
+    gen = torch.Generator().manual_seed(random.randrange(10**6))
+    cfg = m.config
+    text, mask = _features(m, 1, gen)
+    g = cfg.grid_size
+    canvas = torch.zeros(1, g, g + 4, dtype=torch.long)
+    known = torch.zeros(g, g + 4, dtype=torch.bool)
+    canvas[0, :, :g] = torch.randint(0, cfg.vocab_size, (g, g), generator=gen)
+    known[:, :g] = True
+    out = fill_canvas(m, canvas, known, None, steps=2, text=text, text_mask=mask, generator=gen)
+    assert out.shape == (1, g, g + 4) and torch.equal(out[0, :, :g], canvas[0, :, :g])

@@ -111,7 +111,7 @@ def fill_canvas(model, codes: torch.Tensor, known: torch.Tensor, labels, *, stri
     if stride is not None and (isinstance(stride, bool) or not isinstance(stride, int) or not 1 <= stride <= g):
         raise ARPGError(f"stride must be an integer in 1..{g} (the model's grid), got {stride!r}")
     windows = plan_windows(H, W, g, stride)
-    labels = torch.as_tensor(labels, dtype=torch.long)
+    labels = None if labels is None else torch.as_tensor(labels, dtype=torch.long)  # None: a text model's prompt
     log = []
     todo = sum(not bool(known[r:r + g, c:c + g].all()) for r, c in windows)
     bar = tqdm(total=todo, desc="windows", unit="win", disable=not progress)
