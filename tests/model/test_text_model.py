@@ -154,14 +154,15 @@ def test_prompted_inpainting_keeps_the_known_cells_and_packing_keeps_the_tokens(
 
 def test_a_tiny_model_learns_to_follow_its_caption():
     """Two captions, two kinds of image (codes from the low or the high half of the vocabulary): after a short
-    training the model samples the kind its caption names, far above chance."""
+    training the model samples the kind its caption names, far above chance. (300 steps at lr 1e-3 passed 16
+    runs of 16; 150 steps at 3e-3 stayed near chance in about one run of five.)"""
     torch.manual_seed(random.randrange(10**6))
     m = ARPG.from_preset("ARPG-tiny-T2I", grid_size=4, vocab_size=16, text_len=3, text_dim=8, caption_dropout=0.1)
     cfg = m.config
     captions = torch.randn(2, cfg.text_len, cfg.text_dim)  # two fixed prompts' features
-    opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
     m.train()
-    for _ in range(150):
+    for _ in range(300):
         kind = torch.randint(0, 2, (16,))
         tokens = torch.randint(0, 8, (16, cfg.n_cells)) + 8 * kind[:, None]
         loss = m(tokens, None, text=captions[kind], return_loss=True)
