@@ -221,11 +221,9 @@ def _prepare(model: ARPG, runtime: Runtime) -> tuple[ARPG, torch.dtype | None]:
         return model, (dtype if runtime.autocast and dtype != torch.float32 else None)
     twin = cast_weights(model, dtype)  # low-precision weights, converted once
     if runtime.pack_weights and not is_packed(twin):
-        with torch.inference_mode(False):
-            pack_weights(twin)
+        pack_weights(twin)  # the copy is ours: packed in place, and kept so
     elif not runtime.pack_weights and is_packed(twin):
-        with torch.inference_mode(False):
-            unpack_weights(twin)
+        unpack_weights(twin)
     return twin, None
 
 
