@@ -193,7 +193,21 @@ def test_app_in_a_real_browser(server, browser, tmp_path):
     print(f"[app] control: {text} (page showed it after {took:.1f} s)")
     _shot(d, tmp_path, "app-control")
 
+    # Text to image (the shipped text-to-image demo): an empty prompt, then an example prompt
+    _tab(d, "Text to image")
+    box = d.find_element(By.CSS_SELECTOR, "#t2i-prompt textarea")
+    box.clear()
+    d.find_element(By.ID, "t2i-run").click()
+    _status(d, "t2i-status", "the prompt is empty")
+    _pick_example(d, "t2i-example", 2)
+    assert "to the left of" in d.find_element(By.CSS_SELECTOR, "#t2i-prompt textarea").get_attribute("value")
+    d.find_element(By.ID, "t2i-run").click()
+    took = _wait(d, "#t2i-grid img")
+    text = _status(d, "t2i-status", "images of")
+    print(f"[app] text to image: {text} (page showed it after {took:.1f} s)")
+    _shot(d, tmp_path, "app-t2i")
+
     # the app still serves after the bad inputs
     assert urllib.request.urlopen(server, timeout=5).status == 200
     assert sorted(p.name for p in tmp_path.glob("*.png")) == ["app-control.png", "app-expand.png", "app-generate.png",
-                                                               "app-inpaint.png", "app-outpaint.png"]
+                                                               "app-inpaint.png", "app-outpaint.png", "app-t2i.png"]

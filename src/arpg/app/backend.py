@@ -53,6 +53,7 @@ class AppBackend:
     class_names: list[str]
     examples: list[tuple[str, np.ndarray, int]] = field(default_factory=list)  # (caption, image, label)
     controls: dict[str, Any] = field(default_factory=dict)  # condition kind -> ControlARPG model (Control tab)
+    text_to_image: "TextToImage | None" = None  # the Text to image tab's model, tokenizer and prompt encoder
     out_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="arpg-app-")))
 
     @property
@@ -276,16 +277,84 @@ class AppBackend:
                     report=f"{self.class_names[lab]!r} under the {kind} map "
                            f"{'uploaded' if cond is not None else 'of the image'} in {seconds:.2f} s")
 
+    def run_t2i(self, prompt: Any, num: Any, sc: SamplingConfig | None, seed: Any,
+                on_step: Progress | None = None) -> dict[str, Any]:
+        """``num`` images of ``prompt`` with the text-to-image model (``sc``: its settings; None = recommended)."""
+        t2i = self.text_to_image
+        if t2i is None:
+            raise ARPGError("no text-to-image model is loaded: start the app with --t2i-model and --t2i-tokenizer")
+        if prompt is None or not str(prompt).strip():
+            raise ARPGError("the prompt is empty: describe the image to generate, e.g. 'a red cat above a blue dog'")
+        if num is None or float(num) != int(num) or not 1 <= int(num) <= MAX_IMAGES:
+            raise ARPGError(f"images must be a whole number from 1 to {MAX_IMAGES}, got {num}")
+        sc = sc or t2i.recommended()
+        prompts = [str(prompt).strip()] * int(num)
+        t0 = time.perf_counter()
+        codes = generate(t2i.model, prompts=prompts, text_encoder=t2i.encoder, **self._kw(sc, seed, on_step))
+        g = t2i.model.config.grid_size
+        with torch.no_grad():
+            images = to_uint8(t2i.tokenizer.decode(codes, grid=(g, g)))
+        seconds = time.perf_counter() - t0
+        grid = make_grid(images, ncol=min(len(images), 4))
+        files = self._save("t2i", [grid, *images], dict(prompt=prompts[0], seed=seed, sampling=sc.to_dict()))
+        return dict(grid=grid, images=images, files=files, seconds=seconds,
+                    report=f"{len(images)} images of {prompts[0]!r} in {seconds:.2f} s ({sc.steps} steps, "
+                           f"guidance {sc.cfg_scale:g})")
+
     def canvas_limit(self) -> int:
         """Largest canvas side in pixels the Outpaint tab offers (the editing size limit, square)."""
         g, f = self.model.config.grid_size, self.tokenizer.downsample
         return int((MAX_CANVAS_FACTOR ** 0.5) * g) * f
 
 
+@dataclass
+class TextToImage:
+    """What the Text to image tab runs: a text model, its tokenizer and prompt encoder, example prompts."""
+
+    model: Any
+    tokenizer: Any
+    encoder: Any
+    examples: list[str] = field(default_factory=list)
+
+    def recommended(self) -> SamplingConfig:
+        return resolve_sampling(self.model)
+
+    def sampling(self, steps: Any = None, cfg_scale: Any = None, temperature: Any = None) -> SamplingConfig:
+        """The model's recommended settings with the tab's values replaced (checked)."""
+        given: dict[str, Any] = {}
+        if steps is not None:
+            if float(steps) != int(steps):
+                raise ARPGError(f"steps must be a whole number, got {steps}")
+            given["steps"] = int(steps)
+        for k, v in (("cfg_scale", cfg_scale), ("temperature", temperature)):
+            if v is not None:
+                given[k] = float(v)
+        sc = resolve_sampling(self.model, **given)
+        sc.validate(self.model.config.n_cells)
+        return sc
+
+
+def load_text_to_image(model_path: str | None, tokenizer_path: str | None, device: Any) -> TextToImage | None:
+    """The given text-to-image pair, or the shipped demo's (None when neither is there)."""
+    from ..demo.assets import T2I_PATHS, load_t2i
+    from ..demo.scenes import t2i_examples
+    from ..sampling.text_folder import text_encoder_for
+
+    if model_path is None and not T2I_PATHS.exist():
+        return None
+    model, tok = load_t2i(torch.device(device), model_path, tokenizer_path)
+    if not model.config.texted:
+        raise ARPGError(f"--t2i-model {model_path} is a class-conditional model, not a text-to-image one")
+    encoder = text_encoder_for(model, None, torch.device(device))
+    return TextToImage(model, tok, encoder, t2i_examples() if model_path is None else [])
+
+
 def make_backend(model_path: str | None = None, tokenizer_path: str | None = None, *, device: Any = "cpu",
-                 names_file: str | None = None, control_paths: Sequence[str] = ()) -> AppBackend:
+                 names_file: str | None = None, control_paths: Sequence[str] = (), t2i_model: str | None = None,
+                 t2i_tokenizer: str | None = None) -> AppBackend:
     """Load a pair for the app: the given weights, or the shipped demo weights (with the held-out examples and
-    the shipped ControlARPG demo weights); ``control_paths`` add ControlARPG models for the Control tab."""
+    the shipped ControlARPG demo weights); ``control_paths`` add ControlARPG models for the Control tab;
+    ``t2i_model`` / ``t2i_tokenizer`` the Text to image tab's model (default: the shipped text-to-image demo)."""
     is_demo = model_path is None
     model, tok = load_pair(model_path, tokenizer_path, torch.device(device))
     names = class_names(model.config.num_classes, is_demo=is_demo, names_file=names_file)
@@ -303,4 +372,7 @@ def make_backend(model_path: str | None = None, tokenizer_path: str | None = Non
                             f"{m.config.vocab_size} codes; the app's model has {model.config.grid_size}x"
                             f"{model.config.grid_size} and {model.config.vocab_size}")
         controls[m.config.condition_kind or f"condition {len(controls) + 1}"] = m
-    return AppBackend(model, tok, names, examples, controls=controls)
+    if (t2i_model is None) != (t2i_tokenizer is None):
+        raise ARPGError("give --t2i-model and --t2i-tokenizer together")
+    return AppBackend(model, tok, names, examples, controls=controls,
+                      text_to_image=load_text_to_image(t2i_model, t2i_tokenizer, device))

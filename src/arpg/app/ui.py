@@ -1,4 +1,4 @@
-"""The gradio page of ``arpg app``: five tabs over :class:`~arpg.app.backend.AppBackend`.
+"""The gradio page of ``arpg app``: six tabs over :class:`~arpg.app.backend.AppBackend`.
 
 Jobs run one at a time per event (``concurrency_limit=1``: the model is shared and CPU cores are few), in
 a queue of at most ``max_queue`` waiting jobs; a button pressed again while its job is pending is ignored
@@ -168,6 +168,29 @@ def build_app(backend: AppBackend, *, max_queue: int = 16, title: str = "ARPG"):
                 ctl_result = gr.Image(label="result", interactive=False, elem_id="ctl-result")
             ctl_files = gr.File(label="download (PNG, native size)", file_count="multiple")
 
+        with gr.Tab("Text to image"):
+            t2i = backend.text_to_image
+            t2i_rec = t2i.recommended() if t2i else rec
+            gr.Markdown("Describe a scene; the text-to-image model draws it (its own settings, below). The demo "
+                        "model knows one grammar: 'a red cat', 'two zebras', 'a blue dog to the left of a yellow "
+                        "horse', 'a white cow above a green sheep'." if t2i else
+                        "No text-to-image model is loaded: start the app with --t2i-model and --t2i-tokenizer.")
+            with gr.Row():
+                t2i_prompt = gr.Textbox(value=(t2i.examples[0] if t2i and t2i.examples else ""), label="prompt",
+                                        elem_id="t2i-prompt")
+                t2i_example = gr.Dropdown((t2i.examples if t2i else []), value=None, label="example prompts",
+                                          elem_id="t2i-example")
+            with gr.Row():
+                t2i_num = gr.Slider(1, 16, value=8, step=1, label="images")
+                t2i_steps = gr.Slider(1, (t2i.model.config.n_cells if t2i else n_cells), value=t2i_rec.steps, step=1,
+                                      label="steps")
+                t2i_cfg = gr.Number(value=t2i_rec.cfg_scale, label="guidance scale")
+                t2i_temp = gr.Number(value=t2i_rec.temperature, label="temperature")
+            t2i_button = gr.Button("Draw", variant="primary", elem_id="t2i-run")
+            t2i_status = gr.Markdown(elem_id="t2i-status")
+            t2i_grid = gr.Image(label="samples", interactive=False, elem_id="t2i-grid")
+            t2i_files = gr.File(label="download (PNG, native size)", file_count="multiple")
+
         # -- events -----------------------------------------------------------------------------------
         def pick(caption):
             if caption not in examples:
@@ -208,6 +231,14 @@ def build_app(backend: AppBackend, *, max_queue: int = 16, title: str = "ARPG"):
                                     on_step=steps_progress(progress))
             return display(r["condition"]), display(r["result"]), r["files"], r["report"]
 
+        t2i_example.change(lambda c: c or gr.update(), t2i_example, t2i_prompt)
+
+        def run_t2i(prompt, n, t_steps, t_cfg, t_temp, seed_value, progress=gr.Progress()):
+            t2i = backend.text_to_image
+            sc = t2i.sampling(t_steps, t_cfg, t_temp) if t2i else None
+            r = backend.run_t2i(prompt, n, sc, seed_value, on_step=steps_progress(progress))
+            return display(r["grid"]), r["files"], r["report"]
+
         common = settings + [seed]
         event = dict(concurrency_limit=1, trigger_mode="once")
         gen_button.click(guarded(run_generate, 3), [gen_labels, per_class] + common,
@@ -220,6 +251,8 @@ def build_app(backend: AppBackend, *, max_queue: int = 16, title: str = "ARPG"):
                          [exp_result, exp_files, exp_status], **event)
         ctl_button.click(guarded(run_control, 4), [ctl_image, ctl_map, ctl_kind, ctl_label, ctl_guidance, ctl_fit]
                          + common, [ctl_cond, ctl_result, ctl_files, ctl_status], **event)
+        t2i_button.click(guarded(run_t2i, 3), [t2i_prompt, t2i_num, t2i_steps, t2i_cfg, t2i_temp, seed],
+                         [t2i_grid, t2i_files, t2i_status], **event)
     app.queue(max_size=max_queue, default_concurrency_limit=1)
     app.arpg_limits = dict(max_queue=max_queue, max_file_size=MAX_FILE_SIZE, max_upload_side=MAX_UPLOAD_SIDE)
     return app

@@ -14,7 +14,7 @@ from ._common import device_name, input_file, int_range, weights_source
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("app", help="browser app: generate, inpaint / class-edit with a painted mask, outpaint, "
-                                   "expand, control (needs arpg[app])")
+                                   "expand, control, text to image (needs arpg[app])")
     p.add_argument("--model", type=weights_source, default=None,
                    help="ARPG weights (default: the shipped demo model)")
     p.add_argument("--tokenizer", type=weights_source, default=None,
@@ -25,6 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--control-model", type=weights_source, action="append", default=None, metavar="PATH",
                    help="ControlARPG weights for the Control tab, repeatable (default with the demo pair: the shipped "
                         "demo-control-canny and demo-control-layout)")
+    p.add_argument("--t2i-model", type=weights_source, default=None,
+                   help="a text-to-image model for the Text to image tab (default: the shipped text-to-image demo)")
+    p.add_argument("--t2i-tokenizer", type=weights_source, default=None, help="its tokenizer")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 serves the network)")
     p.add_argument("--port", type=int_range(1, 65535), default=7860, help="port (default 7860)")
@@ -42,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
         raise ARPGError("give both --model and --tokenizer (or neither, for the shipped demo pair)")
     t0 = time.perf_counter()
     backend = make_backend(args.model, args.tokenizer, device=pick_device(args.device),
-                           names_file=args.class_names, control_paths=args.control_model or ())
+                           names_file=args.class_names, control_paths=args.control_model or (),
+                           t2i_model=args.t2i_model, t2i_tokenizer=args.t2i_tokenizer)
     app = build_app(backend, max_queue=args.max_queue)
     print(f"arpg app: model and page ready in {time.perf_counter() - t0:.1f} s; serving on "
           f"http://{args.host}:{args.port} (Ctrl+C stops)", flush=True)

@@ -17,11 +17,11 @@ from typing import Any
 import torch
 
 from ..errors import ARPGError
-from ..util.pretrained import is_pretrained_folder
+from ..util.pretrained import SHIPPED_WEIGHTS, is_pretrained_folder
 from ..vq import load_tokenizer
 from ..model.weights import load_model
 
-WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+WEIGHTS_DIR = SHIPPED_WEIGHTS
 
 
 @dataclass(frozen=True)
@@ -97,6 +97,63 @@ def load_pair(model_path: str | None, tokenizer_path: str | None, device: torch.
         tokenizer_path = tokenizer_path or str(shipped.tokenizer)
     model = load_model(model_path, device=device)
     tok = load_tokenizer(tokenizer_path, device=device)
+    if tok.codebook_size != model.config.vocab_size:
+        raise ARPGError(f"tokenizer codebook ({tok.codebook_size}) does not match the model's vocabulary "
+                        f"({model.config.vocab_size}): they were not trained together")
+    return model, tok
+
+
+# ------------------------------------------------------------------------------------- text-to-image demo
+
+@dataclass(frozen=True)
+class T2IPaths:
+    model: Path
+    tokenizer: Path
+    text: Path
+    card: Path
+
+    def exist(self) -> bool:
+        from ..text.words import is_word_encoder
+
+        return is_pretrained_folder(self.model) and is_pretrained_folder(self.tokenizer) and is_word_encoder(self.text)
+
+
+#: The shipped text-to-image demo: model, tokenizer, word-level prompt encoder and the full record.
+T2I_PATHS = T2IPaths(WEIGHTS_DIR / "demo-t2i", WEIGHTS_DIR / "demo-t2i-vq", WEIGHTS_DIR / "demo-t2i-text",
+                     WEIGHTS_DIR / "t2i_card.json")
+
+
+def t2i_card() -> dict[str, Any]:
+    return json.loads(T2I_PATHS.card.read_text()) if T2I_PATHS.card.exists() else {}
+
+
+def write_t2i_folders(model, tokenizer, encoder, encoder_card: str) -> T2IPaths:
+    """Lay the text-to-image demo out in :data:`WEIGHTS_DIR` (cards made from ``t2i_card.json``)."""
+    card = t2i_card()
+    data = ("Animal-MNIST scenes: one or two tinted silhouettes on a 64x64 black canvas with captions from a small "
+            f"grammar (arpg.demo.scenes); held-out (colour, animal) pairs: {card.get('heldout_pairs', 'see t2i_card.json')}")
+    commands = "\n".join(card.get("commands", [])) or "python -m arpg.demo.t2i_retrain WORK --install"
+    model.save_pretrained(T2I_PATHS.model, card={
+        "name": "ARPG text-to-image demo model (Animal-MNIST scenes, 8x8 codes)", "training_data": data,
+        "training_command": commands, "quality": card.get("judge", "see t2i_card.json"),
+        "notes": f"Wall time {json.dumps(card.get('wall_time_s', {}))} s on {card.get('machine', '2 CPU cores')}. "
+                 "Prompt encoder: demo-t2i-text beside this folder. The full record is t2i_card.json."})
+    tokenizer.save_pretrained(T2I_PATHS.tokenizer, card={
+        "name": "VQ tokenizer of the text-to-image demo (64 px RGB scenes, 8x downsampling, 512 codes)",
+        "training_data": data, "training_command": commands,
+        "quality": card.get("final_tokenizer_log", "see t2i_card.json")})
+    encoder.save(T2I_PATHS.text, card=encoder_card)
+    return T2I_PATHS
+
+
+def load_t2i(device: torch.device | str = "cpu", model_path: str | None = None, tokenizer_path: str | None = None):
+    """(model, tokenizer): the given files, or the shipped text-to-image demo (its model names its prompt
+    encoder, ``demo-t2i-text``, which :func:`arpg.sampling.text_folder.text_encoder_for` finds beside it)."""
+    if (model_path is None or tokenizer_path is None) and not T2I_PATHS.exist():
+        raise ARPGError(f"the shipped text-to-image demo weights are missing from {WEIGHTS_DIR}; pass --model and "
+                        "--tokenizer, or rebuild them with `python -m arpg.demo.t2i_retrain WORK --install`")
+    model = load_model(model_path or T2I_PATHS.model, device=device)
+    tok = load_tokenizer(tokenizer_path or T2I_PATHS.tokenizer, device=device)
     if tok.codebook_size != model.config.vocab_size:
         raise ARPGError(f"tokenizer codebook ({tok.codebook_size}) does not match the model's vocabulary "
                         f"({model.config.vocab_size}): they were not trained together")

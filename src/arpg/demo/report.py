@@ -3,7 +3,8 @@
 Writes into ``out``: ``samples.png`` (10 classes x 8 samples), ``inpaint.png``, ``outpaint.png``,
 ``edit.png``, ``expand.png`` (before / mask / after strips on held-out images), ``control.png`` (ControlARPG:
 each held-out image, its Canny map and the result, then its layout map and the result, with the shipped
-control weights) and ``index.html``, a one-page report with every picture and its timing.
+control weights), ``t2i.png`` (the shipped text-to-image demo: a row of images per example prompt) and
+``index.html``, a one-page report with every picture and its timing.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from ..editing.save import known_view
 from ..sampling import generate, recommended_sampling
 from ..util.images import make_grid, make_strip, to_pil, to_uint8
 from ..vq import load_tokenizer
-from .assets import control_model_path, demo_card, demo_paths, has_control_weights
+from .assets import T2I_PATHS, control_model_path, demo_card, demo_paths, has_control_weights, load_t2i
+from .scenes import t2i_examples
 
 SCALE = 3  # enlarge the 32x32 pictures in the report
 
@@ -132,11 +134,50 @@ def _run_demo(out: str | Path, *, samples_per_class: int = 8, steps: int | None 
         to_pil(stacked, SCALE).save(out / f"{k}.png")
         sections.append((k.capitalize(), f"{k}.png", f"{texts[k]} {timings[k] / len(src):.2f} s per edit."))
         log(f"[demo] {k}: {timings[k] / len(src):.2f} s per edit")
+    # (d) text to image, with the shipped text-to-image demo
+    if model_path is None and T2I_PATHS.exist():
+        t = time.perf_counter()
+        sheet, n, t2i_steps = text_to_image_sheet(t2i_examples(), samples_per_class, steps=steps, seed=seed)
+        timings["t2i"] = time.perf_counter() - t
+        to_pil(sheet, 2).save(out / "t2i.png")
+        sections.append(("Text to image", "t2i.png",
+                         f"The shipped text-to-image demo: one row per prompt ({t2i_steps} steps), {n} images in "
+                         f"{timings['t2i']:.2f} s. 'red horse' and 'white sheep' are held-out pairs: no training "
+                         "scene showed them."))
+        log(f"[demo] text to image: {n} images in {timings['t2i']:.2f} s")
     timings["total"] = time.perf_counter() - t_all
     (out / "timings.json").write_text(json.dumps(timings, indent=2))
     _write_html(out, sections, timings, card)
     log(f"[demo] wrote {out / 'index.html'} (total {timings['total']:.1f} s)")
     return timings
+
+
+def text_to_image_sheet(prompts: list[str], per_prompt: int, *, steps: int | None = None, seed: int = 0,
+                        model_path: str | None = None, tokenizer_path: str | None = None
+                        ) -> tuple[np.ndarray, int, int]:
+    """A picture of ``per_prompt`` images of each prompt, one row each with the prompt written to its left
+    (the shipped text-to-image demo unless paths are given); returns (uint8 image, images made, steps)."""
+    from PIL import Image, ImageDraw
+
+    from ..sampling.text_folder import text_encoder_for
+
+    model, tok = load_t2i("cpu", model_path, tokenizer_path)
+    encoder = text_encoder_for(model, None, "cpu")
+    sampling = recommended_sampling(model).replace(steps=steps).validate(model.config.n_cells)
+    g = model.config.grid_size
+    with torch.no_grad():
+        codes = generate(model, prompts=[p for p in prompts for _ in range(per_prompt)], text_encoder=encoder,
+                         sampling=sampling, generator=torch.Generator().manual_seed(seed))
+        images = to_uint8(tok.decode(codes, grid=(g, g)))
+    grid = make_grid(images, ncol=per_prompt)
+    side = images.shape[1]
+    label_w = 6 * max(len(p) for p in prompts) + 8  # PIL's default bitmap font is about 6 px a character
+    canvas = Image.new("RGB", (label_w + grid.shape[1], grid.shape[0]), "white")
+    canvas.paste(Image.fromarray(grid), (label_w, 0))
+    draw = ImageDraw.Draw(canvas)
+    for i, p in enumerate(prompts):  # make_grid's rows start at 2 + i * (side + 2)
+        draw.text((4, 2 + i * (side + 2) + side // 2 - 5), p, fill="black")
+    return np.asarray(canvas), len(images), sampling.steps
 
 
 def _write_html(out: Path, sections, timings, card) -> None:

@@ -188,6 +188,10 @@ ARPG_PRESETS: dict[str, dict[str, Any]] = {
     # 16x-downsampling tokenizer), the paper's later version; and a tiny one for tests.
     "ARPG-XL-T2I": dict(dim=1280, n_layer=36, n_head=20, num_classes=1, grid_size=32, text_dim=2048, text_len=120,
                         class_rope="identity"),
+    # The embedded text-to-image demo: ARPG-demo's trunk on 64 px scenes (8x8 codes of a 512-code tokenizer),
+    # conditioned on a small word-level encoder's features (64 wide, 12 words).
+    "ARPG-demo-T2I": dict(dim=192, n_layer=6, n_head=3, vocab_size=512, num_classes=1, grid_size=8, multiple_of=64,
+                          text_dim=64, text_len=12, class_rope="identity", **_NO_DROPOUT),
     "ARPG-tiny-T2I": dict(dim=64, n_layer=4, n_head=4, vocab_size=64, num_classes=1, grid_size=8, multiple_of=32,
                           text_dim=24, text_len=6, class_rope="identity", **_NO_DROPOUT),
     "ARPG-tiny": dict(dim=64, n_layer=4, n_head=4, vocab_size=64, num_classes=10, grid_size=8,

@@ -16,6 +16,7 @@ import torch
 
 from ..errors import ARPGError
 from ..util.files import read_jsonl
+from ..util.pretrained import SHIPPED_WEIGHTS
 from ..util.images import make_grid, to_pil, to_uint8
 from ..text import load_text_encoder
 from .sampler import generate
@@ -41,6 +42,8 @@ def text_encoder_for(model, name: str | None, device):
     name = name or getattr(model, "text_encoder", None)
     if name is None:
         raise ARPGError("the model does not name its prompt encoder: pass --text-encoder (a Hub name or folder)")
+    if not Path(name).exists() and (SHIPPED_WEIGHTS / name).is_dir():  # e.g. the demo's "demo-t2i-text"
+        name = str(SHIPPED_WEIGHTS / name)
     return load_text_encoder(name, model.config.text_len, device=device)
 
 

@@ -87,9 +87,17 @@ class T5TextEncoder(TextEncoder):
 
 
 def load_text_encoder(source: str | os.PathLike = PAPER_ENCODER, length: int = 120,
-                      device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> T5TextEncoder:
+                      device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> TextEncoder:
     """A T5 / UMT5 encoder from a local folder (``save_pretrained`` layout: config, weights, tokenizer files) or a
-    Hub name (through the local Hugging Face cache). One-line errors for a missing package or files."""
+    Hub name (through the local Hugging Face cache), or a word-level encoder folder saved by
+    :mod:`arpg.text.words`. One-line errors for a missing package or files."""
+    from .words import is_word_encoder, load_word_encoder
+
+    if is_word_encoder(source):
+        encoder = load_word_encoder(source, length, device)
+        if dtype is not None:
+            encoder.net.to(dtype)
+        return encoder
     try:
         import transformers
     except ImportError:

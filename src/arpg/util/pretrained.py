@@ -25,6 +25,8 @@ from .hub import HUB_HINT, HubError, looks_like_repo, resolve_folder
 from .state import load_state_strict, savable_state
 from .version import __version__
 
+#: Where the package's own weights live (the demo models); a model may name a prompt encoder found here.
+SHIPPED_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "README.md"

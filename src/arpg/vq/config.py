@@ -97,6 +97,9 @@ VQ_PRESETS: dict[str, dict[str, Any]] = {
     # Narrow at full resolution, where convolutions cost most.
     "VQ-demo": dict(codebook_size=256, ch=16, ch_mult=(1, 2, 4), z_channels=64, enc_blocks=1,
                     dec_blocks=2, norm_groups=8, **_SMALL),
+    # The text-to-image demo's tokenizer: 8x downsampling of 64 px RGB scenes (-> 8x8 codes), trainable on a CPU.
+    "VQ-scenes": dict(codebook_size=512, ch=16, ch_mult=(1, 2, 4, 4), z_channels=64, enc_blocks=1,
+                      dec_blocks=2, norm_groups=8, **_SMALL),
     # Test-sized: 4x downsampling, ~170k parameters.
     "VQ-tiny": dict(codebook_size=64, codebook_dim=4, ch=16, ch_mult=(1, 1, 2), z_channels=32,
                     enc_blocks=1, dec_blocks=1, norm_groups=8, **_SMALL),
