@@ -209,3 +209,38 @@ def test_the_demo_app_serves_the_shipped_control_models(demo):
     r = demo.run_control(img, None, "layout", caption, "keep", demo.sampling(steps=8), seed=0)
     assert r["result"].shape == (32, 32, 1) and r["condition"].shape == (32, 32, 1)
     assert "layout map of the image" in r["report"]
+
+
+def test_the_text_to_image_tab_draws_the_prompt_with_the_shipped_model(demo):
+    t2i = demo.text_to_image
+    assert t2i is not None and t2i.examples and t2i.sampling() == t2i.recommended()
+    sc = t2i.sampling(steps=8, cfg_scale=2.0, temperature=0.8)
+    calls = []
+    r = demo.run_t2i("a red cat above a blue dog", 3, sc, seed=4, on_step=lambda d, t: calls.append(d))
+    assert r["images"].shape == (3, 64, 64, 3) and len(r["files"]) == 4 and calls == list(range(1, 9))
+    assert "3 images of 'a red cat above a blue dog'" in r["report"] and "8 steps" in r["report"]
+    record = json.loads((Path(r["files"][0]).parent / "record.json").read_text())
+    assert record["prompt"] == "a red cat above a blue dog" and record["sampling"]["cfg_scale"] == 2.0
+    again = demo.run_t2i("a red cat above a blue dog", 3, sc, seed=4)
+    assert np.array_equal(again["images"], r["images"])
+
+
+@pytest.mark.parametrize("prompt, num, words", [
+    ("", 2, "the prompt is empty"), ("   ", 2, "the prompt is empty"), (None, 2, "the prompt is empty"),
+    ("a cat", 0, "from 1 to 64"), ("a cat", 2.5, "whole number"), ("a cat", 65, "from 1 to 64")])
+def test_text_to_image_bad_inputs(demo, prompt, num, words):
+    with pytest.raises(ARPGError, match=words):
+        demo.run_t2i(prompt, num, demo.text_to_image.sampling(steps=4), seed=0)
+
+
+def test_text_to_image_tab_without_a_model_says_how_to_get_one(tiny, demo):
+    with pytest.raises(ARPGError, match="--t2i-model"):
+        tiny.run_t2i("a cat", 1, None, seed=0)
+    with pytest.raises(ARPGError, match="steps must be a whole number"):
+        demo.text_to_image.sampling(steps=2.5)
+
+
+def test_the_page_has_the_text_to_image_tab(demo):
+    app = build_app(demo, max_queue=4)
+    ids = {getattr(b, "elem_id", None) for b in app.blocks.values()}
+    assert {"t2i-prompt", "t2i-example", "t2i-run", "t2i-status", "t2i-grid"} <= ids

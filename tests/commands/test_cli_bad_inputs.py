@@ -453,7 +453,8 @@ CASES: dict[str, list[tuple[list[str], str]]] = {
         (["a cat", "--model", "TM", "--tokenizer", "T", "--text-encoder", "MISSING"], "cannot load the text encoder"),
         (["a cat", "--model", "TM", "--tokenizer", "T", "--num", "0"], "must be >= 1"),
         (["a cat", "--model", "MISSING", "--tokenizer", "T"], "not found"),
-        (["a cat", "--tokenizer", "T"], "required"),
+        (["a cat", "--tokenizer", "T"], "give both --model and --tokenizer"),
+        (["a cat", "--model", "TM"], "give both --model and --tokenizer"),
     ],
     "bench": [
         (["--skip-run", "--dir", "DIR"], "no benchmark scripts in"),

@@ -34,12 +34,12 @@ def test_model_card_describes_the_weights():
 
 def test_demo_runs_end_to_end_reduced(tmp_path):
     timings = run_demo(tmp_path, samples_per_class=1, steps=4, n_edit=1, log=lambda *_: None)
-    for name in ("samples.png", "inpaint.png", "edit.png", "outpaint.png", "expand.png", "control.png", "index.html",
-                 "timings.json"):
+    for name in ("samples.png", "inpaint.png", "edit.png", "outpaint.png", "expand.png", "control.png", "t2i.png",
+                 "index.html", "timings.json"):
         assert (tmp_path / name).exists(), name
     html = (tmp_path / "index.html").read_text()
-    assert "samples.png" in html and "expand.png" in html
-    assert set(json.loads((tmp_path / "timings.json").read_text())) >= {"generate", "inpaint", "total"}
+    assert "samples.png" in html and "expand.png" in html and "t2i.png" in html and "held-out pairs" in html
+    assert set(json.loads((tmp_path / "timings.json").read_text())) >= {"generate", "inpaint", "t2i", "total"}
     assert timings["total"] > 0
 
 

@@ -48,8 +48,12 @@ def test_save_and_load_give_the_same_features(trained, tmp_path):
     prompts = ["two dogs", "a blue cat above a red dog"]
     assert torch.equal(enc.encode(prompts)[0], again.encode(prompts)[0])
     assert load_word_encoder(tmp_path / "enc", length=6).encode(["two dogs", "a cat"])[0].shape == (2, 6, 32)
-    with pytest.raises(ARPGError, match="knows 10 positions; 20"):
-        load_word_encoder(tmp_path / "enc", length=20)
+    wide = load_word_encoder(tmp_path / "enc", length=20)  # more slots than positions: left-padded further
+    f20, m20 = wide.encode(prompts)
+    assert f20.shape == (2, 20, 32) and torch.equal(f20[:, 10:], enc.encode(prompts)[0]) and not m20[:, :10].any()
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "config.json").write_text('["not", "an", "object"]')
+    assert not is_word_encoder(tmp_path / "bad")
 
 
 def test_unknown_words_and_cut_prompts_warn_and_empty_ones_are_refused(trained):
@@ -69,3 +73,9 @@ def test_vocabulary_and_word_splitting():
     assert build_vocab(["b a", "a c"]) == ["<pad>", "<unk>", "a", "b", "c"]
     with pytest.raises(ARPGError, match="fact 'x' has 1 values for 2 captions"):
         train_word_encoder(["a", "b"], {"x": [0]}, steps=1, progress=False)
+    with pytest.raises(ARPGError, match="no facts"):
+        train_word_encoder(["a", "b"], {}, steps=1, progress=False)
+    with pytest.raises(ARPGError, match="steps must be >= 1"):
+        train_word_encoder(["a", "b"], {"x": [0, 1]}, steps=0, progress=False)
+    with pytest.raises(ARPGError, match="caption 1 has no words"):
+        train_word_encoder(["a", "?"], {"x": [0, 1]}, steps=1, progress=False)

@@ -355,6 +355,8 @@ def make_backend(model_path: str | None = None, tokenizer_path: str | None = Non
     """Load a pair for the app: the given weights, or the shipped demo weights (with the held-out examples and
     the shipped ControlARPG demo weights); ``control_paths`` add ControlARPG models for the Control tab;
     ``t2i_model`` / ``t2i_tokenizer`` the Text to image tab's model (default: the shipped text-to-image demo)."""
+    if (t2i_model is None) != (t2i_tokenizer is None):
+        raise ARPGError("give --t2i-model and --t2i-tokenizer together")
     is_demo = model_path is None
     model, tok = load_pair(model_path, tokenizer_path, torch.device(device))
     names = class_names(model.config.num_classes, is_demo=is_demo, names_file=names_file)
@@ -372,7 +374,5 @@ def make_backend(model_path: str | None = None, tokenizer_path: str | None = Non
                             f"{m.config.vocab_size} codes; the app's model has {model.config.grid_size}x"
                             f"{model.config.grid_size} and {model.config.vocab_size}")
         controls[m.config.condition_kind or f"condition {len(controls) + 1}"] = m
-    if (t2i_model is None) != (t2i_tokenizer is None):
-        raise ARPGError("give --t2i-model and --t2i-tokenizer together")
     return AppBackend(model, tok, names, examples, controls=controls,
                       text_to_image=load_text_to_image(t2i_model, t2i_tokenizer, device))

@@ -78,7 +78,7 @@ def build_app(backend: AppBackend, *, max_queue: int = 16, title: str = "ARPG"):
         gr.Markdown(f"# {title}: randomized parallel decoding\nModel: {n_cells} cells "
                     f"({backend.model.config.grid_size}x{backend.model.config.grid_size}), images {H}x{W}, "
                     f"{len(choices)} classes. Settings below start at the model's recommended ones.")
-        with gr.Accordion("Sampling settings (every tab)", open=False):
+        with gr.Accordion("Sampling settings (the class tabs; the seed serves every tab)", open=False):
             with gr.Row():
                 steps = gr.Slider(1, n_cells, value=rec.steps, step=1, label="steps")
                 cfg_scale = gr.Number(value=rec.cfg_scale, label="guidance scale")

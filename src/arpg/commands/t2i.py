@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     model, tok = load_t2i(device, args.model, args.tokenizer)
     if not model.config.texted:
-        raise ARPGError(f"{args.model} is a class-conditional model: use arpg sample --labels")
+        raise ARPGError(f"{args.model or 'the model'} is a class-conditional model: use arpg sample --labels")
     model = apply_int8(args, model)
     encoder = text_encoder_for(model, args.text_encoder, device)
     meta = write_prompt_images(model, tok, encoder, args.prompt, args.num, sampling_config(args, model),

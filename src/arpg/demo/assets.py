@@ -135,7 +135,7 @@ def write_t2i_folders(model, tokenizer, encoder, encoder_card: str) -> T2IPaths:
     commands = "\n".join(card.get("commands", [])) or "python -m arpg.demo.t2i_retrain WORK --install"
     model.save_pretrained(T2I_PATHS.model, card={
         "name": "ARPG text-to-image demo model (Animal-MNIST scenes, 8x8 codes)", "training_data": data,
-        "training_command": commands, "quality": card.get("judge", "see t2i_card.json"),
+        "training_command": commands, "quality": card.get("judge_table", "see t2i_card.json"),
         "notes": f"Wall time {json.dumps(card.get('wall_time_s', {}))} s on {card.get('machine', '2 CPU cores')}. "
                  "Prompt encoder: demo-t2i-text beside this folder. The full record is t2i_card.json."})
     tokenizer.save_pretrained(T2I_PATHS.tokenizer, card={
@@ -148,7 +148,8 @@ def write_t2i_folders(model, tokenizer, encoder, encoder_card: str) -> T2IPaths:
 
 def load_t2i(device: torch.device | str = "cpu", model_path: str | None = None, tokenizer_path: str | None = None):
     """(model, tokenizer): the given files, or the shipped text-to-image demo (its model names its prompt
-    encoder, ``demo-t2i-text``, which :func:`arpg.sampling.text_folder.text_encoder_for` finds beside it)."""
+    encoder ``demo-t2i-text``, which :func:`arpg.sampling.text_folder.text_encoder_for` finds in the package's
+    weights folder when no folder of that name is in the working directory)."""
     if (model_path is None or tokenizer_path is None) and not T2I_PATHS.exist():
         raise ARPGError(f"the shipped text-to-image demo weights are missing from {WEIGHTS_DIR}; pass --model and "
                         "--tokenizer, or rebuild them with `python -m arpg.demo.t2i_retrain WORK --install`")

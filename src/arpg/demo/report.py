@@ -29,7 +29,7 @@ from ..sampling import generate, recommended_sampling
 from ..util.images import make_grid, make_strip, to_pil, to_uint8
 from ..vq import load_tokenizer
 from .assets import T2I_PATHS, control_model_path, demo_card, demo_paths, has_control_weights, load_t2i
-from .scenes import t2i_examples
+from .scenes import HELDOUT_PAIRS, t2i_examples
 
 SCALE = 3  # enlarge the 32x32 pictures in the report
 
@@ -142,8 +142,8 @@ def _run_demo(out: str | Path, *, samples_per_class: int = 8, steps: int | None 
         to_pil(sheet, 2).save(out / "t2i.png")
         sections.append(("Text to image", "t2i.png",
                          f"The shipped text-to-image demo: one row per prompt ({t2i_steps} steps), {n} images in "
-                         f"{timings['t2i']:.2f} s. 'red horse' and 'white sheep' are held-out pairs: no training "
-                         "scene showed them."))
+                         f"{timings['t2i']:.2f} s. Held-out (colour, animal) pairs, which no training scene "
+                         f"showed: {', '.join(f'{c} {a}' for c, a in HELDOUT_PAIRS)}."))
         log(f"[demo] text to image: {n} images in {timings['t2i']:.2f} s")
     timings["total"] = time.perf_counter() - t_all
     (out / "timings.json").write_text(json.dumps(timings, indent=2))

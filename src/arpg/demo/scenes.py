@@ -110,7 +110,7 @@ _FORMS = (
 
 def parse(text: str) -> Prompt:
     """The :class:`Prompt` a caption of the grammar says; one-line :class:`ARPGError` otherwise."""
-    words = " ".join(text.lower().replace(",", " ").split())
+    words = " ".join(re.findall(r"[a-z]+", text.lower()))  # case, spacing and punctuation do not matter
     for form, pattern in _FORMS:
         m = pattern.match(words)
         if not m:
@@ -252,7 +252,10 @@ def write_scene_set(out: str | Path, num: int, split: str = "train", seed: int =
     if (out / "scene_set.json").is_file() and json.loads((out / "scene_set.json").read_text()) == stamp \
             and meta_path.is_file():
         return out
+    if split not in ("train", "heldout"):
+        raise ARPGError(f"split must be train or heldout (got {split!r})")
     (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "scene_set.json").unlink(missing_ok=True)  # written last: a half-rendered set never looks finished
     rng = np.random.default_rng([seed, 0 if split == "train" else 1])
     sil = Silhouettes(split)
     heldout = split != "train"

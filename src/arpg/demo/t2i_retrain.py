@@ -24,7 +24,6 @@ from ..data.captions import read_caption_folder
 from ..data.extract import ExtractConfig, extract_codes
 from ..model.weights import load_model
 from ..sampling.recipes import get_recipe
-from ..train import checkpointing as ckpt
 from ..train.config import TrainConfig
 from ..train.trainer import train
 from ..train.vq_config import TrainVQConfig
@@ -121,25 +120,67 @@ def retrain_t2i(work_dir: str, install: bool = False, log=print) -> dict[str, fl
     timed("text-encoder", lambda: train_scene_encoder(work_dir))
     timed("train-vq", lambda: train_vq(vq_cfg, resume="auto"))
     timed("extract-codes", lambda: extract_codes(extract_cfg))
-    done = ckpt.list_checkpoints(train_cfg.out)
-    if not (done and done[-1][0] >= ARPG_STEPS):
+    if (w / FINAL).is_file():
+        times["train"] = 0.0  # finished before: nothing to do
+    else:
         timed("train", lambda: train(train_cfg))
     if install:
-        install_t2i(work_dir)
+        install_t2i(work_dir, build_t2i_card(work_dir, times))
     return times
 
 
-def install_t2i(work_dir: str) -> None:
-    """Copy the trained model (EMA weights, with the recipe's settings), tokenizer and encoder over the
-    shipped ``weights/demo-t2i*`` folders."""
+def install_t2i(work_dir: str, card: dict) -> None:
+    """Write ``card`` as ``weights/t2i_card.json`` and copy the trained model (EMA weights, with the recipe's
+    settings), tokenizer and encoder over the shipped ``weights/demo-t2i*`` folders (their model cards are made
+    from ``card``). The judge's table is not in a fresh card: run ``python -m arpg.demo.t2i_quality`` after."""
     from ..text.words import load_word_encoder
 
     w = Path(work_dir)
+    T2I_PATHS.card.write_text(json.dumps(card, indent=1) + "\n")
     model = load_model(w / FINAL)
     model.sampling = get_recipe("demo-t2i").sampling
     model.text_encoder = T2I_PATHS.text.name
     write_t2i_folders(model, load_tokenizer(w / "vq" / "tokenizer.safetensors"), load_word_encoder(w / "text"),
                       (w / "text" / "README.md").read_text())
+
+
+def _last_json_line(path: Path) -> dict:
+    lines = [l for l in Path(path).read_text().splitlines() if l.strip().startswith("{")]
+    return json.loads(lines[-1]) if lines else {}
+
+
+def build_t2i_card(work_dir: str, wall_times: dict[str, float], extra: dict | None = None) -> dict:
+    """The full record of a text-to-image demo trained in ``work_dir`` (``weights/t2i_card.json``)."""
+    from ..model import ARPG, count_parameters
+    from ..model.config import ARPGConfig
+    from ..util.checkpoints import read_checkpoint
+
+    w = Path(work_dir)
+    _, vq_extras = read_checkpoint(w / "vq" / "tokenizer.safetensors")
+    _, arpg_extras = read_checkpoint(w / FINAL)
+    arpg_config = arpg_extras.get("config")
+    card = {
+        "summary": {"data": f"{SCENES} Animal-MNIST scenes (64x64 RGB, train-split silhouettes), captions from the "
+                            "demo grammar (arpg.demo.scenes)", "grid": "8x8 codes",
+                    "arpg_params": count_parameters(ARPG(ARPGConfig.from_dict(arpg_config))) if arpg_config else None},
+        "heldout_pairs": [list(p) for p in HELDOUT_PAIRS],
+        "commands": [f"python -m arpg.demo.scenes WORK/scenes --num {SCENES}",
+                     "python -m arpg.demo.t2i_retrain WORK   # stage 2, the word encoder: "
+                     "arpg.demo.t2i_retrain.train_scene_encoder"]
+                    + ["arpg " + " ".join(c) for c in t2i_commands("WORK")],
+        "steps": {"text-encoder": TEXT_STEPS, "train-vq": VQ_STEPS, "train": ARPG_STEPS},
+        "shipped_weights": f"the EMA (decay {ARPG_EMA}) of the training run's weights ({FINAL})",
+        "wall_time_s": {k: round(v, 1) for k, v in wall_times.items()},
+        "text_encoder": json.loads((w / "text" / "training.json").read_text()),
+        "vq_config": vq_extras.get("config"),
+        "arpg_config": arpg_config,
+        "final_tokenizer_log": _last_json_line(w / "vq" / "log.jsonl"),
+        "final_arpg_log": _last_json_line(w / FINAL.parent / "log.jsonl"),
+        "machine": "2 CPU cores (AMD EPYC, AVX2), no GPU, torch CPU build",
+    }
+    card.update(extra or {})
+    json.dumps(card)  # fail early on anything unserialisable
+    return card
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -70,9 +70,12 @@ class WordTextEncoder(TextEncoder):
     def __init__(self, net: WordEncoderNet, vocab: Sequence[str], length: int, device: str | torch.device = "cpu"):
         if list(vocab[:2]) != [PAD, UNK]:
             raise ARPGError(f"a word vocabulary starts with {PAD!r}, {UNK!r}")
-        if length > net.positions.shape[0]:
-            raise ARPGError(f"this word encoder knows {net.positions.shape[0]} positions; {length} were asked for")
+        if length < 1:
+            raise ARPGError(f"a prompt needs at least one slot (length {length})")
         self.net = net.eval().to(device)
+        # A model may ask for more slots than the encoder has positions (the 120 of T5 by default): prompts keep
+        # at most ``positions`` words, left-padded to ``length`` slots.
+        self.words_kept = min(int(length), int(net.positions.shape[0]))
         self.vocab = list(vocab)
         self.index = {w: i for i, w in enumerate(self.vocab)}
         self.dim = net.words.embedding_dim
@@ -80,21 +83,21 @@ class WordTextEncoder(TextEncoder):
         self.device = torch.device(device)
 
     def ids(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Word ids [B, length] (real words first, cut to ``length``) and their mask; warns about unknown
-        words and cut prompts."""
-        rows, unknown, cut = [], set(), 0
+        """Word ids [B, words_kept] (real words first, cut to ``words_kept``) and their mask; warns about
+        unknown words and cut prompts."""
+        rows, unknown, cut, keep = [], set(), 0, self.words_kept
         for p in prompts:
             words = words_of(p)
             unknown.update(w for w in words if w not in self.index)
-            cut += len(words) > self.length
-            rows.append([self.index.get(w, 1) for w in words[: self.length]])
+            cut += len(words) > keep
+            rows.append([self.index.get(w, 1) for w in words[:keep]])
         if unknown:
             warnings.warn(f"words the prompt encoder never saw (read as {UNK}): {', '.join(sorted(unknown))}",
                           stacklevel=3)
         if cut:
-            warnings.warn(f"{cut} of {len(prompts)} prompts are longer than {self.length} words: only their first "
-                          f"{self.length} words condition the image", stacklevel=3)
-        ids = torch.zeros(len(rows), self.length, dtype=torch.long)
+            warnings.warn(f"{cut} of {len(prompts)} prompts are longer than {keep} words: only their first "
+                          f"{keep} words condition the image", stacklevel=3)
+        ids = torch.zeros(len(rows), keep, dtype=torch.long)
         for b, r in enumerate(rows):
             ids[b, : len(r)] = torch.tensor(r, dtype=torch.long)
         return ids.to(self.device), (ids != 0).to(self.device)
@@ -127,9 +130,10 @@ class WordTextEncoder(TextEncoder):
 def is_word_encoder(path: str | os.PathLike) -> bool:
     p = Path(path) / "config.json"
     try:
-        return p.is_file() and json.loads(p.read_text()).get("kind") == KIND
+        config = json.loads(p.read_text()) if p.is_file() else None
     except (OSError, ValueError):
         return False
+    return isinstance(config, dict) and config.get("kind") == KIND
 
 
 def load_word_encoder(folder: str | os.PathLike, length: int | None = None,
@@ -143,7 +147,11 @@ def load_word_encoder(folder: str | os.PathLike, length: int | None = None,
         config = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError) as e:
         raise ARPGError(f"cannot read the word encoder's config in {folder}: {type(e).__name__}") from None
-    net = WordEncoderNet(len(config["vocab"]), config["dim"], config["n_layer"], config["n_head"], config["length"])
+    try:
+        net = WordEncoderNet(len(config["vocab"]), config["dim"], config["n_layer"], config["n_head"],
+                             config["length"])
+    except (KeyError, TypeError) as e:
+        raise ARPGError(f"the word encoder's config in {folder} is incomplete ({type(e).__name__}: {e})") from None
     state, _ = read_checkpoint(folder / "model.safetensors")
     load_state_strict(net, state, folder / "model.safetensors")
     return WordTextEncoder(net, config["vocab"], length or config["length"], device)
@@ -163,6 +171,13 @@ def train_word_encoder(captions: Sequence[str], facts: Mapping[str, Sequence[int
     Returns the encoder and a record (losses, per-fact training accuracy over all captions)."""
     if not captions:
         raise ARPGError("no captions to train the word encoder on")
+    if not facts:
+        raise ARPGError("no facts to train the word encoder on: give at least one class id per caption")
+    if steps < 1:
+        raise ARPGError(f"steps must be >= 1 (got {steps})")
+    empty = [i for i, c in enumerate(captions) if not words_of(c)]
+    if empty:
+        raise ARPGError(f"caption {empty[0]} has no words (letters or digits)")
     for name, values in facts.items():
         if len(values) != len(captions):
             raise ARPGError(f"fact {name!r} has {len(values)} values for {len(captions)} captions")
