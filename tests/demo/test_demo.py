@@ -38,7 +38,7 @@ def test_demo_runs_end_to_end_reduced(tmp_path):
                  "index.html", "timings.json"):
         assert (tmp_path / name).exists(), name
     html = (tmp_path / "index.html").read_text()
-    assert "samples.png" in html and "expand.png" in html and "t2i.png" in html and "held-out pairs" in html
+    assert "samples.png" in html and "expand.png" in html and "t2i.png" in html and "Held-out (colour, animal) pairs" in html
     assert set(json.loads((tmp_path / "timings.json").read_text())) >= {"generate", "inpaint", "t2i", "total"}
     assert timings["total"] > 0
 

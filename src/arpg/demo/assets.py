@@ -9,6 +9,7 @@ figures, the recipe sweeps); ``demo_classifier.safetensors`` is the classifier o
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,11 +134,15 @@ def write_t2i_folders(model, tokenizer, encoder, encoder_card: str) -> T2IPaths:
     data = ("Animal-MNIST scenes: one or two tinted silhouettes on a 64x64 black canvas with captions from a small "
             f"grammar (arpg.demo.scenes); held-out (colour, animal) pairs: {card.get('heldout_pairs', 'see t2i_card.json')}")
     commands = "\n".join(card.get("commands", [])) or "python -m arpg.demo.t2i_retrain WORK --install"
+    # Stored as float16 to keep the shipped demo under 15 MB (loading copies the values into float32
+    # parameters); the judge's figures are measured on these rounded weights.
+    model = copy.deepcopy(model).to(torch.float16)
     model.save_pretrained(T2I_PATHS.model, card={
         "name": "ARPG text-to-image demo model (Animal-MNIST scenes, 8x8 codes)", "training_data": data,
         "training_command": commands, "quality": card.get("judge_table", "see t2i_card.json"),
         "notes": f"Wall time {json.dumps(card.get('wall_time_s', {}))} s on {card.get('machine', '2 CPU cores')}. "
-                 "Prompt encoder: demo-t2i-text beside this folder. The full record is t2i_card.json."})
+                 "Prompt encoder: demo-t2i-text beside this folder. Weights stored as float16, loaded as float32. "
+                 "The full record is t2i_card.json."})
     tokenizer.save_pretrained(T2I_PATHS.tokenizer, card={
         "name": "VQ tokenizer of the text-to-image demo (64 px RGB scenes, 8x downsampling, 512 codes)",
         "training_data": data, "training_command": commands,

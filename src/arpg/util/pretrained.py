@@ -2,7 +2,8 @@
 Face ecosystem: a folder (or Hub repository) with ``config.json``, ``model.safetensors`` and a ``README.md``
 model card.
 
-``config.json`` holds ``{"model_type": ..., "config": {...}, "sampling": {...} | null, "library": "arpg"}``;
+``config.json`` holds ``{"model_type": ..., "config": {...}, "sampling": {...} | null, "library": "arpg"}``
+(and ``"text_encoder"``: the prompt encoder a text model names);
 the weights file also carries the config in its metadata, so it loads on its own with ``arpg.load_model``
 / ``arpg.load_tokenizer`` too. A class opts in with :class:`PretrainedMixin` and four class attributes.
 """
@@ -65,6 +66,9 @@ class PretrainedMixin:
         meta = {self.metadata_key: self.config.to_json(), "format": "arpg"}
         if sampling is not None:
             meta["sampling"] = json.dumps(sampling)
+        text_encoder = getattr(self, "text_encoder", None)  # text models: what makes their prompt features
+        if isinstance(text_encoder, str) and text_encoder:
+            config["text_encoder"] = meta["text_encoder"] = text_encoder
         if write_weights:
             atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(sd, tmp, metadata=meta))
         elif not (folder / WEIGHTS_FILE).is_file():
@@ -114,6 +118,8 @@ class PretrainedMixin:
         load_state_strict(model, sd, folder / WEIGHTS_FILE)
         if stored.get("sampling") is not None:
             model.sampling = dict(stored["sampling"])
+        if isinstance(stored.get("text_encoder"), str):
+            model.text_encoder = stored["text_encoder"]
         return model.to(device).eval()
 
     @classmethod
