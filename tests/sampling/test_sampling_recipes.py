@@ -11,7 +11,7 @@ from arpg.sampling.recipes import get_recipe, recipe_names
 
 
 def test_published_recipes_match_the_paper_settings():
-    assert recipe_names() == ["ARPG-L", "ARPG-XL", "ARPG-XXL", "ARPG-XL-T2I", "demo", "demo-fast"]
+    assert recipe_names() == ["ARPG-L", "ARPG-XL", "ARPG-XXL", "ARPG-XL-T2I", "demo", "demo-fast", "demo-t2i"]
     for name, cfg in [("ARPG-L", 5.0), ("ARPG-XL", 6.0), ("ARPG-XXL", 7.5)]:
         r = get_recipe(name)
         assert (r.steps, r.step_schedule, r.cfg_schedule, r.cfg_scale) == (64, "arccos", "linear", cfg)

@@ -50,7 +50,7 @@ def test_encode_decode_shapes_every_preset(name):
 
 def test_downsampling_factors():
     assert {n: get_vq_preset(n).downsample for n in vq_preset_names()} == {
-        "VQ-16": 16, "VQ-small": 8, "VQ-demo": 4, "VQ-tiny": 4}
+        "VQ-16": 16, "VQ-small": 8, "VQ-demo": 4, "VQ-scenes": 8, "VQ-tiny": 4}
     assert VQTokenizer.from_preset("VQ-demo").grid_shape(64, 64) == (16, 16)
     assert VQTokenizer.from_preset("VQ-demo").grid_shape(28, 32) == (7, 8)
 

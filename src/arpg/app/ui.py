@@ -176,8 +176,8 @@ def build_app(backend: AppBackend, *, max_queue: int = 16, title: str = "ARPG"):
                         "horse', 'a white cow above a green sheep'." if t2i else
                         "No text-to-image model is loaded: start the app with --t2i-model and --t2i-tokenizer.")
             with gr.Row():
-                t2i_prompt = gr.Textbox(value=(t2i.examples[0] if t2i and t2i.examples else ""), label="prompt",
-                                        elem_id="t2i-prompt")
+                t2i_prompt = gr.Textbox(value="", label="prompt", elem_id="t2i-prompt",
+                                        placeholder="a red cat above a blue dog (or pick an example)")
                 t2i_example = gr.Dropdown((t2i.examples if t2i else []), value=None, label="example prompts",
                                           elem_id="t2i-example")
             with gr.Row():

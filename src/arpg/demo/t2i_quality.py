@@ -8,7 +8,8 @@ two dark pixels between them belong to one object; groups under :data:`MIN_AREA`
 shipped judge classifier (``t2i_judge_classifier.safetensors``: the demo's small CNN trained on Animal-MNIST
 train silhouettes re-centred on a 32x32 canvas as the judge presents objects, both as drawn and as the demo
 tokenizer redraws them; held-out accuracy 0.979 on drawn and 0.950 on redrawn silhouettes, 0.984 on drawn ones
-with the judge's averaging over shifted and mirrored views; :func:`train_judge_classifier` rebuilds it), its
+with the judge's averaging over shifted and mirrored views; :func:`arpg.demo.t2i_classifier.train_judge_classifier`
+rebuilds it), its
 colour read as the set of RGB channels above half of its brightness (the seven colours of
 the grammar are exactly the seven non-empty sets), its place as the centre of its bounding box.
 
@@ -46,10 +47,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..data.animal_mnist import CLASS_NAMES, load_split
+from ..data.animal_mnist import CLASS_NAMES
 from ..errors import ARPGError
 from ..util.images import from_uint8, to_uint8
-from .classifier import SmallCNN, load_classifier, predict, train_classifier
+from .classifier import SmallCNN, load_classifier
 from .scenes import CANVAS, COLOURS, HELDOUT_PAIRS, RELATIONS, Prompt, Silhouettes, Thing, caption, render
 
 THRESHOLD = 64  # a pixel is lit when its brightest channel exceeds this (of 255)
@@ -162,58 +163,6 @@ def find_objects(images: np.ndarray, classifier: SmallCNN) -> list[list[Found]]:
         for n, c, (colour, cx, cy, area) in zip(owners, classes, facts):
             found[n].append(Found(CLASS_NAMES[c], colour, float(cx), float(cy), area))
     return found
-
-
-def _redrawn(split: str, tokenizer, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each silhouette of ``split`` drawn alone in a random colour and place, encoded and decoded by
-    ``tokenizer``, and cropped as the judge crops objects: (crops [N, 32, 32, 1], labels [N])."""
-    x, y = load_split(split)
-    rng = np.random.default_rng([seed, 5])
-    crops, labels = [], []
-    for start in range(0, len(y), 500):
-        scenes = []
-        for img in x[start:start + 500]:
-            on = img > 0
-            rows, cols = np.flatnonzero(on.any(1)), np.flatnonzero(on.any(0))
-            tile = img[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
-            canvas = np.zeros((CANVAS, CANVAS, 3), dtype=np.uint8)
-            top, left = (int(rng.integers(0, CANVAS - s + 1)) for s in tile.shape)
-            tint = np.asarray(list(COLOURS.values())[int(rng.integers(len(COLOURS)))], dtype=np.uint8)
-            canvas[top:top + tile.shape[0], left:left + tile.shape[1]] = tile[:, :, None] * tint
-            scenes.append(canvas)
-        got, owners, facts = object_crops(through_tokenizer(np.stack(scenes), tokenizer))
-        best: dict[int, tuple[int, np.ndarray]] = {}
-        for crop, n, f in zip(got, owners, facts):  # the largest object of each scene (specks aside)
-            if n not in best or f[3] > best[n][0]:
-                best[n] = (f[3], crop)
-        for n, (_, crop) in best.items():
-            crops.append(crop)
-            labels.append(y[start + n])
-    return np.stack(crops)[..., None], np.asarray(labels)
-
-
-def train_judge_classifier(tokenizer=None, epochs: int = 12, seed: int = 0,
-                           progress: bool = True) -> tuple[SmallCNN, dict[str, float]]:
-    """The judge's classifier: the demo's small CNN trained on the train-split silhouettes cropped and centred
-    (each silhouette's own pixels cropped to their box and centred on 32x32, as :func:`object_crops` presents
-    an object) and, with ``tokenizer``, the same silhouettes as the tokenizer
-    redraws them (its 8x8 codes keep an animal's shape but smooth fine texture such as a zebra's stripes, which
-    a classifier of raw silhouettes leans on). Returns it and its held-out accuracy on raw and redrawn crops."""
-    def centred(images: np.ndarray) -> np.ndarray:
-        return np.stack([_crop32(im, im > 0) for im in images])[..., None]
-    x, y = load_split("train")
-    xs, ys = [centred(x)], [y]
-    if tokenizer is not None:
-        rx, ry = _redrawn("train", tokenizer, seed)
-        xs.append(rx)
-        ys.append(ry)
-    model = train_classifier(np.concatenate(xs), np.concatenate(ys), epochs=epochs, seed=seed, progress=progress)
-    xh, yh = load_split("heldout")
-    accuracy = {"heldout_raw": float((predict(model, centred(xh))[0] == yh).mean())}
-    if tokenizer is not None:
-        rx, ry = _redrawn("heldout", tokenizer, seed)
-        accuracy["heldout_redrawn"] = float((predict(model, rx)[0] == ry).mean())
-    return model, accuracy
 
 
 def _matches(obj: Found, thing: Thing) -> bool:
