@@ -3,9 +3,7 @@ GenEval-style judge against the shuffled-prompt floor), and its card matches the
 
 import json
 
-import numpy as np
 import pytest
-import torch
 
 from arpg.cli import main
 from arpg.demo.assets import T2I_PATHS, WEIGHTS_DIR, load_t2i, t2i_card

@@ -30,6 +30,7 @@ from ..train.vq_config import TrainVQConfig
 from ..train.vq_trainer import train_vq
 from ..vq import load_tokenizer
 from .assets import T2I_PATHS, write_t2i_folders
+from .retrain import _last_json_line
 from .scenes import HELDOUT_PAIRS, parse, prompt_facts, write_scene_set
 
 SCENES = 24000
@@ -142,11 +143,6 @@ def install_t2i(work_dir: str, card: dict) -> None:
     model.text_encoder = T2I_PATHS.text.name
     write_t2i_folders(model, load_tokenizer(w / "vq" / "tokenizer.safetensors"), load_word_encoder(w / "text"),
                       (w / "text" / "README.md").read_text())
-
-
-def _last_json_line(path: Path) -> dict:
-    lines = [l for l in Path(path).read_text().splitlines() if l.strip().startswith("{")]
-    return json.loads(lines[-1]) if lines else {}
 
 
 def build_t2i_card(work_dir: str, wall_times: dict[str, float], extra: dict | None = None) -> dict:
